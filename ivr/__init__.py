@@ -1,0 +1,3 @@
+"""ivr: an asyncio telephone IVR and call controller."""
+
+__version__ = "0.1.0"
