@@ -1,0 +1,151 @@
+"""Call: everything a flow may do to a caller, and the events it hears. The one door between flows and telephony.
+
+A flow (or, until flows exist, the daemon's welcome application) holds a :class:`Call` and awaits its verbs. The call
+controller in ``ivr.server`` creates it once the caller's ACK arrives and feeds it what the SIP and media layers see.
+Verbs are added here when the issue that needs them lands; each one works on a real call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from ivr.media.prompts import Prompt
+
+
+class PlayOutcome(StrEnum):
+    COMPLETED = "completed"  # every frame was sent
+    STOPPED = "stopped"  # stop() was called
+    HANGUP = "hangup"  # the call ended while playing
+
+
+@dataclass(frozen=True, slots=True)
+class Digit:
+    """A key the caller pressed (RFC 4733 telephone-event), delivered once per press."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """The call ended: the caller hung up, the daemon ended it, or it failed."""
+
+    reason: str
+
+
+CallEvent = Digit | Hangup
+
+
+class CallMedia(Protocol):
+    """What a Call needs from its media stream (``ivr.media.stream.MediaStream`` provides it)."""
+
+    def play(
+        self, frames: Sequence[bytes], *, loop: bool = False, on_done: Callable[[], None] | None = None
+    ) -> None: ...
+
+    def stop_playback(self) -> None: ...
+
+
+class CallControl(Protocol):
+    """What a Call needs from the call controller: ending the SIP leg."""
+
+    def hangup_call(self, call: Call) -> None: ...
+
+
+class Call:
+    """One answered call as a flow sees it."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        caller: str,
+        dialled: str,
+        codec: str,
+        media: CallMedia,
+        control: CallControl,
+    ) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.dialled = dialled
+        self.codec = codec
+        self._media = media
+        self._control = control
+        self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._playing: asyncio.Future[PlayOutcome] | None = None
+        self._ended = asyncio.Event()
+        self.end_reason: str | None = None
+        self.prompts_played: list[str] = []
+
+    # ---- verbs ------------------------------------------------------------------------------------------------------
+
+    async def play(self, prompt: Prompt, *, loop: bool = False) -> PlayOutcome:
+        """Play ``prompt`` to the caller; returns when it has been sent whole, was stopped, or the call ended.
+        With ``loop=True`` it repeats until :meth:`stop` or hang-up."""
+        if self._ended.is_set():
+            return PlayOutcome.HANGUP
+        self.stop()
+        future: asyncio.Future[PlayOutcome] = asyncio.get_running_loop().create_future()
+        self._playing = future
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(PlayOutcome.COMPLETED)
+
+        self.prompts_played.append(prompt.name)
+        self._media.play(prompt.frames(self.codec), loop=loop, on_done=done)
+        try:
+            return await future
+        finally:
+            if self._playing is future:
+                self._playing = None
+
+    def stop(self) -> None:
+        """Stop the prompt that is playing, if any (its ``play`` returns ``STOPPED``)."""
+        future = self._playing
+        if future is not None and not future.done():
+            self._media.stop_playback()
+            future.set_result(PlayOutcome.STOPPED)
+        self._playing = None
+
+    async def hangup(self) -> None:
+        """End the call (BYE). Returns at once; :attr:`ended` is set when the controller has torn it down."""
+        if self._ended.is_set():
+            return
+        self.stop()
+        self._control.hangup_call(self)
+
+    async def next_event(self, timeout: float | None = None) -> CallEvent | None:
+        """The next thing the caller did (a digit, a hang-up); ``None`` after ``timeout`` seconds of nothing."""
+        try:
+            return await asyncio.wait_for(self._events.get(), timeout)
+        except TimeoutError:
+            return None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    # ---- fed by the call controller -------------------------------------------------------------------------------
+
+    def _digit(self, key: str) -> None:
+        if not self._ended.is_set():
+            self._events.put_nowait(Digit(key))
+
+    def _end(self, reason: str) -> None:
+        if self._ended.is_set():
+            return
+        self.end_reason = reason
+        future = self._playing
+        if future is not None and not future.done():
+            self._media.stop_playback()
+            future.set_result(PlayOutcome.HANGUP)
+        self._playing = None
+        self._ended.set()
+        self._events.put_nowait(Hangup(reason))

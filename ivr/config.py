@@ -1,0 +1,205 @@
+"""Daemon configuration: ``configs/ivr.yaml`` validated into typed models, with errors that point at file:line.
+
+Every setting has an embedded default, so ``ivr serve`` with no file at all runs the example configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the person who edits the file."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipSettings(_Model):
+    listen: str = Field("127.0.0.1:5060", description="host:port for SIP over UDP and TCP")
+    transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
+    advertised_host: str | None = Field(None, description="address written into Via/Contact (default: listen host)")
+    user_agent: str = "ivr"
+    t1: float = Field(0.5, gt=0, description="RFC 3261 T1 in seconds")
+    t2: float = Field(4.0, gt=0)
+    t4: float = Field(5.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return parse_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_hostport(self.listen)[1]
+
+
+class MediaSettings(_Model):
+    address: str = Field("127.0.0.1", description="local address for RTP sockets and the SDP c= line")
+    rtp_ports: str = Field("20000-29999", description="inclusive range of UDP ports for RTP (even ports are used)")
+    codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU", "PCMA")
+    allow_relatch: bool = Field(False, description="accept RTP from one new source address (NAT), once per call")
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address; write e.g. 127.0.0.1") from None
+        return value
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        return parse_port_range(self.rtp_ports)
+
+
+class CallSettings(_Model):
+    welcome_prompt: str = Field("prompts/en/welcome.wav", description="relative to the config file's folder")
+    hangup_after_prompt: bool = Field(True, description="false: loop the prompt until the caller hangs up")
+    max_calls: int = Field(2000, ge=1, description="concurrent calls; beyond it INVITEs get 503 Retry-After")
+    max_call_seconds: float = Field(3600.0, gt=0, description="a call longer than this is ended with BYE")
+
+
+class LogSettings(_Model):
+    format: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class IvrConfig(_Model):
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    calls: CallSettings = Field(default_factory=CallSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
+
+    @model_validator(mode="after")
+    def _check_ports_distinct(self) -> IvrConfig:
+        low, high = self.media.port_range
+        if self.media.address == self.sip.host and low <= self.sip.port <= high:
+            raise ValueError(f"the SIP port {self.sip.port} lies inside the RTP port range {low}-{high}")
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:5060")
+    return host.strip("[]"), int(port)
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    low_text, sep, high_text = value.partition("-")
+    if not sep or not low_text.strip().isdigit() or not high_text.strip().isdigit():
+        raise ValueError(f"{value!r} is not a port range; write e.g. 20000-29999")
+    low, high = int(low_text), int(high_text)
+    if not 1024 <= low < high <= 65535 or high - low < 1:
+        raise ValueError(f"{value!r}: need 1024 <= low < high <= 65535")
+    return low, high
+
+
+def default_config_path() -> Path | None:
+    """``./configs/ivr.yaml`` when run from a checkout, else the checkout this package was installed from."""
+    for candidate in (Path.cwd() / "configs" / "ivr.yaml", REPO_CONFIGS / "ivr.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> IvrConfig:
+    """Read and validate a config file (``None``: the embedded defaults). ``overrides`` are dotted keys from the
+    command line (``{"sip.listen": "127.0.0.1:5070"}``). Raises :class:`ConfigError` naming file:line."""
+    data: Any = CommentedMap()
+    base_dir = REPO_CONFIGS
+    if path is not None:
+        base_dir = path.resolve().parent
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            loaded = YAML(typ="rt").load(text)
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
+        if loaded is None:
+            loaded = CommentedMap()
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}:1: the top level must be a mapping (sip:, media:, calls:, log:)")
+        data = loaded
+    plain = _plain(data)
+    for dotted, value in (overrides or {}).items():
+        node = plain
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    plain["base_dir"] = base_dir
+    try:
+        return IvrConfig.model_validate(plain)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, path)) from None
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
+    node = data
+    line: int | None = None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            pos = node.lc.key(part)
+            line = pos[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _describe(exc: ValidationError, data: Any, path: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) for p in loc)
+        line = _line_of(data, loc)
+        where = f"{path}:{line}" if path is not None and line is not None else str(path or "<defaults>")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling; see configs/ivr.yaml for every setting)"
+        lines.append(f"{where}: {key}: {message}")
+    return "\n".join(lines)

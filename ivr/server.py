@@ -1,0 +1,486 @@
+"""The daemon: sockets, timers and the call controller around the sans-I/O SIP endpoint.
+
+I/O lives here and only here: UDP and TCP SIP transports feed :class:`~ivr.sip.endpoint.SipEndpoint`, its timers run
+on the event loop's clock, and its call events drive the call controller, which negotiates SDP, owns each call's RTP
+stream on the shared media clock, and runs the call's application (the welcome prompt, until flows exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from ivr.call import Call
+from ivr.config import IvrConfig
+from ivr.media.clock import MediaClock
+from ivr.media.ports import PortPoolExhausted, RtpPortPool
+from ivr.media.prompts import Prompt, PromptCache
+from ivr.media.stream import MediaStream
+from ivr.sip.endpoint import (
+    CallConfirmed,
+    CallEnded,
+    ClearTimer,
+    EndpointConfig,
+    IncomingCall,
+    Leg,
+    Peer,
+    ReInvite,
+    SetTimer,
+    SipEndpoint,
+    Transmit,
+)
+from ivr.sip.errors import SipError
+from ivr.sip.message import MAX_MESSAGE_SIZE, StreamFramer
+from ivr.sip.sdp import PCMA, PCMU, Codec, SdpError, SessionDescription, answer_offer
+from ivr.sip.transaction import TimerValues
+from ivr.sip.uri import SipURI
+
+log = structlog.get_logger("ivr.server")
+
+CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
+CallApp = Callable[[Call, "IvrServer"], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class ActiveCall:
+    leg: Leg
+    stream: MediaStream
+    port: int
+    call: Call
+    started: float
+    sdp_version: int
+    task: asyncio.Task[None] | None = None
+    answered: float | None = None
+    limit: asyncio.TimerHandle | None = None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: IvrServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.server._receive(data, Peer(addr[0], addr[1], "udp"))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for a peer that went away: the transactions' timers handle it.
+        log.debug("udp error", error=str(exc))
+
+
+async def welcome_app(call: Call, server: IvrServer) -> None:
+    """The application every call runs until flows exist: play the welcome prompt, then hang up (or loop it)."""
+    prompt = server.welcome
+    if server.config.calls.hangup_after_prompt:
+        await call.play(prompt)
+        await call.hangup()
+    else:
+        await call.play(prompt, loop=True)
+
+
+class IvrServer:
+    def __init__(self, config: IvrConfig, *, app: CallApp = welcome_app) -> None:
+        self.config = config
+        self.app = app
+        host = config.sip.advertised_host or config.sip.host
+        self.endpoint = SipEndpoint(
+            EndpointConfig(
+                host=host,
+                port=config.sip.port,
+                user_agent=config.sip.user_agent,
+                timers=TimerValues(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
+            )
+        )
+        self.prompts = PromptCache()
+        self.welcome: Prompt = self.prompts.load("welcome", config.resolve(config.calls.welcome_prompt))
+        low, high = config.media.port_range
+        self.ports = RtpPortPool(config.media.address, low, high)
+        self.codecs = tuple(CODECS[name] for name in config.media.codecs)
+        self.calls: dict[Leg, ActiveCall] = {}
+        self.calls_total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: MediaClock | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tcp_conns: dict[int, asyncio.StreamWriter] = {}
+        self._conn_ids = itertools.count(1)
+        self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ----
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "server not started"
+        return self._loop
+
+    @property
+    def clock(self) -> MediaClock:
+        assert self._clock is not None, "server not started"
+        return self._clock
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._clock = MediaClock(self._loop)
+        self._clock.start()
+        host, port = self.config.sip.host, self.config.sip.port
+        if "udp" in self.config.sip.transports:
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port), reuse_port=False
+            )
+            self._udp = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        if "tcp" in self.config.sip.transports:
+            self._tcp = await asyncio.start_server(self._tcp_connection, host, port, reuse_address=True)
+        log.info(
+            "ivr ready",
+            sip=f"{host}:{port}",
+            transports=",".join(self.config.sip.transports),
+            rtp=self.config.media.rtp_ports,
+            welcome=self.welcome.name,
+            welcome_seconds=round(self.welcome.duration, 2),
+        )
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        """First call: drain (no new calls; BYE to every call in progress; wait for the BYEs' answers, then stop).
+        A second call stops at once."""
+        if self._stopping:
+            self._stopped.set()
+            return
+        self._stopping = True
+        log.info("stopping", active_calls=len(self.calls))
+        self.endpoint.shutdown()
+        self._flush()
+        self._spawn(self._finish_stop())
+
+    async def _finish_stop(self) -> None:
+        deadline = self.loop.time() + 4 * self.config.sip.t1 * 8
+        # The endpoint is sans-I/O and has no event to wait on; a short poll during shutdown costs nothing.
+        while (self.endpoint.busy or self.calls) and self.loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        self._stopped.set()
+
+    async def close(self) -> None:
+        for active in list(self.calls.values()):
+            self._teardown(active, "shutdown")
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in self._tcp_conns.values():
+                writer.close()
+            await self._tcp.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._clock is not None:
+            self._clock.stop()
+        log.info("stopped", calls_total=self.calls_total)
+
+    # ---- transport ----
+
+    def _receive(self, data: bytes, peer: Peer) -> None:
+        try:
+            self.endpoint.receive(data, peer)
+        except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
+            log.warning("sip message rejected", peer=f"{peer.host}:{peer.port}", error=exc.reason)
+        except Exception:
+            log.exception("bug: unhandled error on a SIP message", peer=f"{peer.host}:{peer.port}")
+        self._flush()
+
+    async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_id = next(self._conn_ids)
+        addr = writer.get_extra_info("peername")
+        peer = Peer(str(addr[0]), int(addr[1]), "tcp", conn_id)
+        self._tcp_conns[conn_id] = writer
+        framer = StreamFramer(max_size=MAX_MESSAGE_SIZE)
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                try:
+                    messages = framer.feed(chunk)
+                except SipError as exc:
+                    log.warning("tcp stream unframable, closing", peer=f"{peer.host}:{peer.port}", error=exc.reason)
+                    break
+                for message in messages:
+                    self._receive(message, peer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._tcp_conns.pop(conn_id, None)
+            writer.close()
+            self.endpoint.transport_error(peer)
+            self._flush()
+
+    def _transmit(self, out: Transmit) -> None:
+        peer = out.peer
+        if peer.transport == "udp":
+            if self._udp is None:
+                return
+            if _is_ip(peer.host):
+                self._udp.sendto(out.data, (peer.host, peer.port))
+            else:
+                self._spawn(self._resolve_and_send(out))
+            return
+        writer = self._tcp_conns.get(peer.connection or -1)
+        if writer is not None and not writer.is_closing():
+            writer.write(out.data)
+        else:
+            self._spawn(self._tcp_connect_and_send(out))
+
+    async def _resolve_and_send(self, out: Transmit) -> None:
+        try:
+            infos = await self.loop.getaddrinfo(out.peer.host, out.peer.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("cannot resolve", host=out.peer.host, error=str(exc))
+            return
+        if infos and self._udp is not None:
+            self._udp.sendto(out.data, infos[0][4][:2])
+
+    async def _tcp_connect_and_send(self, out: Transmit) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(out.peer.host, out.peer.port)
+        except OSError as exc:
+            log.warning("tcp connect failed", peer=f"{out.peer.host}:{out.peer.port}", error=str(exc))
+            self.endpoint.transport_error(out.peer)
+            self._flush()
+            return
+        writer.write(out.data)
+        self._spawn(self._tcp_connection(reader, writer))
+
+    # ---- the endpoint's outputs ----
+
+    def _flush(self) -> None:
+        while True:
+            outputs = self.endpoint.outputs()
+            if not outputs:
+                return
+            for out in outputs:
+                if isinstance(out, Transmit):
+                    self._transmit(out)
+                elif isinstance(out, SetTimer):
+                    old = self._timers.pop(out.token, None)
+                    if old is not None:
+                        old.cancel()
+                    self._timers[out.token] = self.loop.call_later(out.delay, self._fire, out.token)
+                elif isinstance(out, ClearTimer):
+                    handle = self._timers.pop(out.token, None)
+                    if handle is not None:
+                        handle.cancel()
+                elif isinstance(out, IncomingCall):
+                    self._on_incoming(out.leg)
+                elif isinstance(out, CallConfirmed):
+                    self._on_confirmed(out.leg)
+                elif isinstance(out, ReInvite):
+                    self._on_reinvite(out.leg, out)
+                elif isinstance(out, CallEnded):
+                    self._on_ended(out)
+
+    def _fire(self, token: tuple[int, str]) -> None:
+        self._timers.pop(token, None)
+        try:
+            self.endpoint.timer_fired(token)
+        except Exception:
+            log.exception("bug: unhandled error in a SIP timer", token=token)
+        self._flush()
+
+    # ---- call controller ----
+
+    def _on_incoming(self, leg: Leg) -> None:
+        clog = log.bind(call_id=leg.call_id)
+        if len(self.calls) >= self.config.calls.max_calls:
+            clog.warning("call refused: at capacity", active_calls=len(self.calls))
+            self.endpoint.reject(leg, 503, "at capacity", retry_after=5)
+            return
+        if not leg.offer:
+            self.endpoint.reject(leg, 488, "an SDP offer in the INVITE is required")
+            return
+        try:
+            offer = SessionDescription.parse(leg.offer)
+        except SdpError as exc:
+            self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+            return
+        try:
+            port, sock = self.ports.acquire()
+        except PortPoolExhausted:
+            clog.warning("call refused: no free RTP port")
+            self.endpoint.reject(leg, 503, "no free RTP port", retry_after=5)
+            return
+        session_id = secrets.randbelow(2**31)
+        try:
+            answer, media = answer_offer(
+                offer,
+                local_address=self.config.media.address,
+                local_port=port,
+                supported=self.codecs,
+                session_id=session_id,
+                session_version=session_id,
+            )
+        except SdpError as exc:
+            sock.close()
+            self.ports.release(port)
+            self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+            return
+        stream = MediaStream(
+            self.loop,
+            sock,
+            clock=self.clock,
+            codec=media.codec.name,
+            payload_type=media.codec.payload_type,
+            remote=(media.remote_address, media.remote_port),
+            telephone_event_pt=media.telephone_event_pt,
+            allow_relatch=self.config.media.allow_relatch,
+        )
+        if media.on_hold:
+            stream.set_hold(True)
+        call = Call(
+            call_id=leg.call_id,
+            caller=_user_of(leg.invite.from_.uri),
+            dialled=_user_of(leg.invite.parsed_uri),
+            codec=media.codec.name,
+            media=stream,
+            control=self,
+        )
+        stream.on_digit = call._digit
+        active = ActiveCall(leg, stream, port, call, started=time.time(), sdp_version=session_id)
+        self.calls[leg] = active
+        self.calls_total += 1
+        self.endpoint.answer(leg, answer.serialize())
+        active.answered = time.time()
+        active.limit = self.loop.call_later(self.config.calls.max_call_seconds, self._call_too_long, leg)
+        clog.info(
+            "call answered",
+            caller=call.caller,
+            dialled=call.dialled,
+            codec=media.codec.name,
+            remote_rtp=f"{media.remote_address}:{media.remote_port}",
+            rtp_port=port,
+        )
+
+    def _on_confirmed(self, leg: Leg) -> None:
+        active = self.calls.get(leg)
+        if active is None or active.task is not None:
+            return
+        active.task = self.loop.create_task(self._run_app(active))
+
+    async def _run_app(self, active: ActiveCall) -> None:
+        try:
+            await self.app(active.call, self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call application failed; hanging up", call_id=active.leg.call_id)
+            self.hangup_call(active.call)
+
+    def _on_reinvite(self, leg: Leg, event: ReInvite) -> None:
+        active = self.calls.get(leg)
+        if active is None:
+            self.endpoint.respond(leg, 481, request=event.request)
+            self._flush()
+            return
+        try:
+            if not event.request.body:
+                raise SdpError(488, "a re-INVITE without SDP is not supported")
+            offer = SessionDescription.parse(event.request.body)
+            active.sdp_version += 1
+            answer, media = answer_offer(
+                offer,
+                local_address=self.config.media.address,
+                local_port=active.port,
+                supported=(CODECS[active.call.codec],),
+                session_id=active.sdp_version,
+                session_version=active.sdp_version,
+            )
+        except SdpError as exc:
+            self.endpoint.respond(
+                leg, exc.status, request=event.request, extra=[("Warning", f'399 ivr "SDP: {exc.reason}"')]
+            )
+            return
+        if not media.on_hold:
+            active.stream.set_remote((media.remote_address, media.remote_port))
+        active.stream.set_hold(media.on_hold)
+        log.info("re-INVITE", call_id=leg.call_id, hold=media.on_hold)
+        self.endpoint.respond(leg, 200, request=event.request, body=answer.serialize(), content_type="application/sdp")
+
+    def _on_ended(self, event: CallEnded) -> None:
+        active = self.calls.get(event.leg)
+        if active is None:
+            return
+        self._teardown(active, event.reason.value, status=event.status)
+
+    def _teardown(self, active: ActiveCall, reason: str, *, status: int | None = None) -> None:
+        self.calls.pop(active.leg, None)
+        if active.limit is not None:
+            active.limit.cancel()
+        active.call._end(reason)
+        stats = active.stream.stats
+        active.stream.close()
+        self.ports.release(active.port)
+        if active.task is not None and not active.task.done():
+            active.task.cancel()
+        log.info(
+            "call ended",
+            call_id=active.leg.call_id,
+            reason=reason,
+            status=status,
+            duration=round(time.time() - active.started, 3),
+            prompts=",".join(active.call.prompts_played),
+            rtp_packets_sent=stats.packets_sent,
+            rtp_packets_received=stats.packets_received,
+            rtp_dropped_wrong_source=stats.dropped_wrong_source,
+            dtmf_digits=stats.dtmf_digits,
+        )
+
+    def _call_too_long(self, leg: Leg) -> None:
+        log.info("call reached max_call_seconds", call_id=leg.call_id)
+        self.endpoint.hangup(leg)
+        self._flush()
+
+    # CallControl for ivr.call.Call
+    def hangup_call(self, call: Call) -> None:
+        for leg, active in self.calls.items():
+            if active.call is call:
+                self.endpoint.hangup(leg)
+                self._flush()
+                return
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _user_of(uri: object) -> str:
+    if isinstance(uri, SipURI):
+        return uri.user or ""
+    text = str(uri)
+    return text.partition(":")[2].partition(";")[0]

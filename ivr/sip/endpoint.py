@@ -1,0 +1,741 @@
+"""The SIP user-agent core, sans-I/O: transactions and dialogs wired into one object a driver feeds.
+
+The driver (``ivr.server``) gives it datagrams / stream messages with their source (:meth:`SipEndpoint.receive`),
+fires the timers it asked for (:meth:`SipEndpoint.timer_fired`), and calls the application verbs (:meth:`answer`,
+:meth:`reject`, :meth:`hangup`, :meth:`respond`). After each call the driver drains :meth:`SipEndpoint.outputs`: bytes
+to transmit with their destination, timers to set or clear, and :class:`CallEvent` objects for the call controller.
+
+Everything RFC 3261 says a UAS core does before a request reaches the application lives here: transaction matching
+(17.2.3), merged-request detection (8.2.2.2), Require checks (8.2.2.3), 481 for unknown dialogs (12.2.2), CANCEL
+(9.2), OPTIONS (11.2), 405/501 with Allow (8.2.1), BYE (15.1.2), rport/received (RFC 3581), the 2xx retransmission
+and the BYE that follows a lost ACK (13.3.1.4).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
+from ivr.sip.errors import SipError, SipParseError
+from ivr.sip.headers import Headers, Via
+from ivr.sip.message import Message, Request, Response, make_response, parse_message, warning_header
+from ivr.sip.transaction import (
+    CancelTimer,
+    ClientInviteState,
+    ClientInviteTransaction,
+    ClientNonInviteState,
+    ClientNonInviteTransaction,
+    Deliver,
+    Send,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    StartTimer,
+    Terminated,
+    TimedOut,
+    TimerValues,
+    TransactionKey,
+    new_branch,
+    server_key,
+)
+from ivr.sip.transaction import (
+    client_key as transaction_client_key,
+)
+from ivr.sip.uri import NameAddr, SipURI
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+# Methods we know of but do not accept here: 405 Method Not Allowed. Anything else: 501 Not Implemented.
+KNOWN_METHODS = frozenset(
+    ("REGISTER", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", *ALLOWED_METHODS)
+)
+SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
+SUPPORTED_URI_SCHEMES = frozenset(("sip", "sips", "tel"))
+ACCEPTED_BODIES = "application/sdp"
+
+
+# ---- addresses and outputs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from or goes to. ``connection`` names a stream connection (TCP) owned by the driver."""
+
+    host: str
+    port: int
+    transport: str = "udp"
+    connection: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    data: bytes
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    token: tuple[int, str]
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClearTimer:
+    token: tuple[int, str]
+
+
+class EndReason(StrEnum):
+    REMOTE_BYE = "remote_bye"
+    LOCAL_BYE = "local_bye"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    ACK_TIMEOUT = "ack_timeout"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """A new INVITE: the application answers it (:meth:`SipEndpoint.answer`) or rejects it."""
+
+    leg: Leg
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived: media may flow both ways. ``sdp`` is the ACK's body (late offer)."""
+
+    leg: Leg
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReInvite:
+    """An in-dialog INVITE (hold, unhold, media change). Answer with :meth:`SipEndpoint.respond`."""
+
+    leg: Leg
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    leg: Leg
+    reason: EndReason
+    status: int | None = None
+
+
+CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded
+Output = Transmit | SetTimer | ClearTimer | CallEvent
+
+
+class LegState(StrEnum):
+    INCOMING = "incoming"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, waiting for ACK
+    CONFIRMED = "confirmed"  # ACK received
+    ENDING = "ending"  # BYE sent, waiting for its response
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Leg:
+    """One call leg: an INVITE dialog between the caller and us. Its identity is the object itself."""
+
+    invite: Request
+    peer: Peer
+    local_tag: str
+    state: LegState = LegState.INCOMING
+    dialog: Dialog | None = None
+    invite_txn: ServerInviteTransaction | None = None
+    end_reason: EndReason | None = None
+    bye_pending: bool = False  # hangup() before the ACK: BYE waits for the ACK or its timeout (15.1.1)
+    end_reason_wanted: EndReason = EndReason.LOCAL_BYE
+    id: int = field(default_factory=itertools.count(1).__next__)
+
+    @property
+    def call_id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def offer(self) -> bytes:
+        return self.invite.body
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.id} {self.call_id} {self.state.value}>"
+
+
+@dataclass(eq=False)
+class _TxnEntry:
+    id: int
+    txn: ServerInviteTransaction | ServerNonInviteTransaction | ClientInviteTransaction | ClientNonInviteTransaction
+    peer: Peer
+    leg: Leg | None = None
+    timers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class EndpointConfig:
+    host: str  # our address as written into Via, Contact and Record-Route
+    port: int
+    user_agent: str = "ivr"
+    timers: TimerValues = field(default_factory=TimerValues)
+    accepting: bool = True  # False while draining: new INVITEs and OPTIONS get 503
+
+
+_MERGE_MEMORY = 4096
+# A client transaction that has its final response is done for the caller's purposes (it only waits out timer K/D).
+_CLIENT_DONE = frozenset(
+    (
+        ClientNonInviteState.COMPLETED,
+        ClientNonInviteState.TERMINATED,
+        ClientInviteState.COMPLETED,
+        ClientInviteState.TERMINATED,
+    )
+)
+
+
+class SipEndpoint:
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self._outputs: list[Output] = []
+        self._txn_ids = itertools.count(1)
+        self._server: dict[TransactionKey, _TxnEntry] = {}
+        self._client: dict[TransactionKey, _TxnEntry] = {}
+        self._by_id: dict[int, _TxnEntry] = {}
+        self._dialogs: dict[DialogId, Leg] = {}
+        self._legs: set[Leg] = set()
+        # (From tag, Call-ID, CSeq) -> branch of INVITEs in progress, for merged-request detection (8.2.2.2).
+        self._recent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+    # ---- driver interface ----
+
+    def outputs(self) -> list[Output]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    @property
+    def legs(self) -> frozenset[Leg]:
+        return frozenset(self._legs)
+
+    def receive(self, data: bytes, peer: Peer) -> None:
+        """Feed one datagram (UDP) or one framed message (TCP) received from ``peer``."""
+        try:
+            msg = parse_message(data, stream=peer.reliable)
+        except SipError as exc:
+            partial = exc.partial
+            if isinstance(partial, Request) and partial.method != "ACK":
+                self._answer_unparseable(partial, exc, peer)
+            return  # responses that do not parse, and bad ACKs, are dropped (RFC 3261 8.1.3.1, 17.2.1)
+        if isinstance(msg, Request):
+            self._receive_request(msg, peer)
+        else:
+            self._receive_response(msg, peer)
+
+    def timer_fired(self, token: tuple[int, str]) -> None:
+        entry_id, name = token
+        entry = self._by_id.get(entry_id)
+        if entry is None or name not in entry.timers:
+            return
+        entry.timers.discard(name)
+        self._run(entry, entry.txn.timer_fired(name))
+
+    def transport_error(self, peer: Peer) -> None:
+        """A stream connection broke: client transactions to it fail (17.1.4)."""
+        for entry in list(self._client.values()):
+            if entry.peer == peer and isinstance(entry.txn, ClientInviteTransaction | ClientNonInviteTransaction):
+                self._run(entry, entry.txn.transport_error())
+
+    # ---- application verbs ----
+
+    def ring(self, leg: Leg) -> None:
+        self.respond(leg, 180)
+
+    def answer(self, leg: Leg, sdp: bytes) -> None:
+        """Send 200 OK with our SDP answer (or offer, when the INVITE had none)."""
+        if leg.state is not LegState.INCOMING or leg.invite_txn is None:
+            raise SipError(f"RFC 3261 13.3.1.4: leg {leg.id} is {leg.state.value}, not waiting for an answer")
+        response = self._response(leg.invite, 200, to_tag=leg.local_tag, body=sdp, content_type=ACCEPTED_BODIES)
+        self._add_contact(response, leg.peer)
+        leg.dialog = Dialog.from_uas(leg.invite, local_tag=leg.local_tag, local_contact=self._contact(leg.peer))
+        self._dialogs[leg.dialog.id] = leg
+        leg.state = LegState.ANSWERED
+        entry = self._server_entry_for(leg)
+        self._run(entry, leg.invite_txn.send_response(response))
+
+    def reject(self, leg: Leg, status: int, reason_text: str | None = None, *, retry_after: int | None = None) -> None:
+        """Answer the INVITE with a final non-2xx response; the leg ends."""
+        if leg.state is not LegState.INCOMING or leg.invite_txn is None:
+            return
+        extra: list[tuple[str, str]] = []
+        if reason_text:
+            extra.append(warning_header(reason_text))
+        if retry_after is not None:
+            extra.append(("Retry-After", str(retry_after)))
+        response = self._response(leg.invite, status, to_tag=leg.local_tag, extra=extra)
+        entry = self._server_entry_for(leg)
+        self._run(entry, leg.invite_txn.send_response(response))
+        self._end(leg, EndReason.REJECTED, status)
+
+    def respond(
+        self,
+        leg: Leg,
+        status: int,
+        *,
+        request: Request | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Send a response to ``request`` (default: the leg's INVITE), e.g. 180, or the answer to a re-INVITE."""
+        req = request if request is not None else leg.invite
+        key = server_key(req)
+        entry = self._server.get(key)
+        if entry is None:
+            raise SipError(f"no server transaction for {req.method} {req.cseq}")
+        response = self._response(
+            req, status, to_tag=leg.local_tag, body=body, content_type=content_type, extra=list(extra)
+        )
+        if status >= 200 and req.method == "INVITE":
+            self._add_contact(response, leg.peer)
+        txn = entry.txn
+        assert isinstance(txn, ServerInviteTransaction | ServerNonInviteTransaction)
+        self._run(entry, txn.send_response(response))
+
+    def hangup(self, leg: Leg, *, reason: EndReason = EndReason.LOCAL_BYE) -> None:
+        """End the leg: BYE when confirmed (or answered, 15.1.1 allows it once the 2xx is sent), else 480."""
+        if leg.state is LegState.INCOMING:
+            self.reject(leg, 480, "the call was ended before it was answered")
+            return
+        if leg.state in (LegState.ENDING, LegState.ENDED) or leg.dialog is None:
+            return
+        if leg.state is LegState.ANSWERED:
+            # 15.1.1: the callee MUST NOT send BYE before the ACK for its 2xx arrives or the transaction times out.
+            leg.bye_pending = True
+            leg.end_reason_wanted = reason
+            return
+        self._send_bye(leg)
+        self._end(leg, reason, None, keep_dialog=True)
+
+    # ---- requests ----
+
+    def _receive_request(self, req: Request, peer: Peer) -> None:
+        self._stamp_via(req, peer)
+        key = server_key(req)
+        if req.method == "ACK":
+            self._receive_ack(req, key)
+            return
+        entry = self._server.get(key)
+        if entry is not None:
+            txn = entry.txn
+            assert isinstance(txn, ServerInviteTransaction | ServerNonInviteTransaction)
+            self._run(entry, txn.receive_request(req))
+            return
+        if req.method == "CANCEL":
+            self._receive_cancel(req, peer)
+            return
+        entry = self._new_server_txn(req, peer)
+        scheme = req.uri.partition(":")[0].lower()
+        if scheme not in SUPPORTED_URI_SCHEMES:
+            self._reply(entry, req, 416, reason=f"RFC 3261 8.2.2.1: Request-URI scheme {scheme!r} is not supported")
+            return
+        if req.method != "INVITE" and req.method not in KNOWN_METHODS:
+            self._reply(entry, req, 501, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            return
+        unsupported = self._unsupported_extensions(req)
+        if unsupported:
+            self._reply(entry, req, 420, extra=[("Unsupported", ", ".join(unsupported))])
+            return
+        dialog_id = dialog_id_for_request(req)
+        if dialog_id is not None:
+            self._receive_in_dialog(entry, req, dialog_id)
+            return
+        if req.method == "INVITE":
+            self._receive_invite(entry, req, peer)
+        elif req.method == "OPTIONS":
+            status = 200 if self.config.accepting else 503
+            self._reply(entry, req, status, extra=self._capabilities())
+        elif req.method == "BYE":
+            self._reply(entry, req, 481, reason="RFC 3261 15.1.2: BYE outside a dialog")
+        else:
+            self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _receive_invite(self, entry: _TxnEntry, req: Request, peer: Peer) -> None:
+        tags = (req.from_.tag or "", req.call_id, str(req.cseq))
+        branch = req.top_via.branch or ""
+        previous = self._recent.get(tags)
+        if previous is not None and previous != branch:
+            self._reply(entry, req, 482, reason="RFC 3261 8.2.2.2: merged request (same From tag, Call-ID, CSeq)")
+            return
+        self._recent[tags] = branch
+        while len(self._recent) > _MERGE_MEMORY:
+            self._recent.popitem(last=False)
+        if not self.config.accepting:
+            self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
+            return
+        content_type = req.content_type
+        if req.body and content_type != ACCEPTED_BODIES:
+            self._reply(
+                entry,
+                req,
+                415,
+                reason=f"body type {content_type} is not supported",
+                extra=[("Accept", ACCEPTED_BODIES)],
+            )
+            return
+        txn = entry.txn
+        assert isinstance(txn, ServerInviteTransaction)
+        leg = Leg(invite=req, peer=peer, local_tag=secrets.token_hex(6), invite_txn=txn)
+        entry.leg = leg
+        self._legs.add(leg)
+        self._outputs.append(IncomingCall(leg))
+
+    def _receive_in_dialog(self, entry: _TxnEntry, req: Request, dialog_id: DialogId) -> None:
+        leg = self._dialogs.get(dialog_id)
+        if leg is None or leg.dialog is None:
+            self._reply(entry, req, 481, reason="RFC 3261 12.2.2: no such dialog")
+            return
+        try:
+            leg.dialog.receive_request(req)
+        except SipError as exc:
+            self._reply(entry, req, exc.status, reason=exc.reason)
+            return
+        entry.leg = leg
+        if req.method == "BYE":
+            self._reply(entry, req, 200)
+            if leg.state not in (LegState.ENDED,):
+                self._end(leg, EndReason.REMOTE_BYE, None)
+            self._forget_dialog(leg)
+        elif req.method == "INVITE":
+            if leg.state is LegState.ENDING or leg.state is LegState.ENDED:
+                self._reply(entry, req, 481, reason="the dialog is being terminated")
+                return
+            if req.body and req.content_type != ACCEPTED_BODIES:
+                self._reply(entry, req, 415, extra=[("Accept", ACCEPTED_BODIES)])
+                return
+            self._outputs.append(ReInvite(leg, req))
+        elif req.method == "OPTIONS":
+            self._reply(entry, req, 200, extra=self._capabilities())
+        else:
+            self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _receive_ack(self, req: Request, key: TransactionKey) -> None:
+        entry = self._server.get(key)
+        if entry is not None:  # ACK for a non-2xx final: same transaction (17.2.1)
+            txn = entry.txn
+            assert isinstance(txn, ServerInviteTransaction)
+            self._run(entry, txn.receive_request(req))
+            return
+        dialog_id = dialog_id_for_request(req)
+        leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
+        if leg is None:
+            return  # stray ACK: dropped, never answered
+        if leg.state is LegState.ANSWERED and leg.invite_txn is not None and leg.invite.cseq.number == req.cseq.number:
+            leg.state = LegState.CONFIRMED
+            inv_entry = self._server.get(leg.invite_txn.key)
+            if inv_entry is not None:
+                self._run(inv_entry, leg.invite_txn.receive_ack_for_2xx())
+            if leg.bye_pending:
+                self._send_bye(leg)
+                self._end(leg, leg.end_reason_wanted, None, keep_dialog=True)
+            else:
+                self._outputs.append(CallConfirmed(leg, req.body))
+            return
+        # ACK for a re-INVITE's 2xx: find that transaction by CSeq and stop its retransmissions.
+        for candidate in list(self._server.values()):
+            txn = candidate.txn
+            if (
+                candidate.leg is leg
+                and isinstance(txn, ServerInviteTransaction)
+                and txn.request.cseq.number == req.cseq.number
+                and txn is not leg.invite_txn
+            ):
+                self._run(candidate, txn.receive_ack_for_2xx())
+
+    def _receive_cancel(self, req: Request, peer: Peer) -> None:
+        entry = self._new_server_txn(req, peer)
+        invite_key = server_key(_as_invite_key_probe(req))
+        invite_entry = self._server.get(invite_key)
+        if invite_entry is None or invite_entry.leg is None:
+            self._reply(entry, req, 481, reason="RFC 3261 9.2: no INVITE transaction matches this CANCEL")
+            return
+        self._reply(entry, req, 200)
+        leg = invite_entry.leg
+        if leg.state is LegState.INCOMING:
+            response = self._response(leg.invite, 487, to_tag=leg.local_tag)
+            txn = invite_entry.txn
+            assert isinstance(txn, ServerInviteTransaction)
+            self._run(invite_entry, txn.send_response(response))
+            self._end(leg, EndReason.CANCELLED, 487)
+
+    # ---- responses ----
+
+    def _receive_response(self, resp: Response, peer: Peer) -> None:
+        try:
+            key = transaction_client_key(resp)
+        except SipError:
+            return
+        entry = self._client.get(key)
+        if entry is None:
+            return  # stray response: dropped (17.1.3), e.g. a retransmitted 200 for a BYE already completed
+        txn = entry.txn
+        assert isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction)
+        self._run(entry, txn.receive_response(resp))
+
+    # ---- internals ----
+
+    def _run(self, entry: _TxnEntry, actions: Sequence[object]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                data = action.message.to_bytes()
+                self._outputs.append(Transmit(data, entry.peer))
+            elif isinstance(action, StartTimer):
+                entry.timers.add(action.name)
+                self._outputs.append(SetTimer((entry.id, action.name), action.delay))
+            elif isinstance(action, CancelTimer):
+                if action.name in entry.timers:
+                    entry.timers.discard(action.name)
+                    self._outputs.append(ClearTimer((entry.id, action.name)))
+            elif isinstance(action, Deliver):
+                self._deliver(entry, action.message)
+            elif isinstance(action, TimedOut):
+                self._timed_out(entry, action)
+            elif isinstance(action, Terminated):
+                self._drop_entry(entry)
+
+    def _deliver(self, entry: _TxnEntry, message: Message) -> None:
+        is_bye = isinstance(message, Response) and message.cseq.method == "BYE"
+        if is_bye and entry.leg is not None and isinstance(message, Response) and message.status >= 200:
+            self._forget_dialog(entry.leg)
+
+    def _timed_out(self, entry: _TxnEntry, action: TimedOut) -> None:
+        leg = entry.leg
+        if leg is None:
+            return
+        if isinstance(entry.txn, ServerInviteTransaction) and entry.txn is leg.invite_txn:
+            if leg.state is LegState.ANSWERED:
+                # 13.3.1.4: no ACK for our 2xx within 64*T1: the session is torn down with a BYE.
+                self._send_bye(leg)
+                self._end(leg, EndReason.ACK_TIMEOUT, None, keep_dialog=True)
+        elif isinstance(entry.txn, ClientNonInviteTransaction):
+            # BYE got no final response: the dialog is gone for us all the same (15.1.1).
+            self._forget_dialog(leg)
+
+    def _drop_entry(self, entry: _TxnEntry) -> None:
+        for name in entry.timers:
+            self._outputs.append(ClearTimer((entry.id, name)))
+        entry.timers.clear()
+        self._by_id.pop(entry.id, None)
+        key = entry.txn.key
+        if self._server.get(key) is entry:
+            del self._server[key]
+        if self._client.get(key) is entry:
+            del self._client[key]
+
+    def _new_server_txn(self, req: Request, peer: Peer) -> _TxnEntry:
+        txn: ServerInviteTransaction | ServerNonInviteTransaction
+        if req.method == "INVITE":
+            txn = ServerInviteTransaction(req, reliable=peer.reliable, timers=self.config.timers)
+        else:
+            txn = ServerNonInviteTransaction(req, reliable=peer.reliable, timers=self.config.timers)
+        entry = _TxnEntry(next(self._txn_ids), txn, self._response_peer(req, peer))
+        self._server[txn.key] = entry
+        self._by_id[entry.id] = entry
+        self._run(entry, txn.start())
+        return entry
+
+    def _server_entry_for(self, leg: Leg) -> _TxnEntry:
+        assert leg.invite_txn is not None
+        entry = self._server.get(leg.invite_txn.key)
+        if entry is None:
+            raise SipError(f"the INVITE transaction of leg {leg.id} is gone")
+        return entry
+
+    def _reply(
+        self,
+        entry: _TxnEntry,
+        req: Request,
+        status: int,
+        *,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        headers = list(extra or [])
+        if reason:
+            headers.append(warning_header(reason))
+        to_tag = secrets.token_hex(6) if req.to.tag is None else None
+        response = self._response(req, status, to_tag=to_tag, extra=headers)
+        txn = entry.txn
+        assert isinstance(txn, ServerInviteTransaction | ServerNonInviteTransaction)
+        self._run(entry, txn.send_response(response))
+
+    def _response(
+        self,
+        req: Request,
+        status: int,
+        *,
+        to_tag: str | None,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        response = make_response(req, status, to_tag=to_tag, extra=extra, body=body, content_type=content_type)
+        response.headers.add("Server", self.config.user_agent)
+        return response
+
+    def _answer_unparseable(self, req: Request, exc: SipError, peer: Peer) -> None:
+        """Statelessly answer a request that failed to parse, when its routing headers are usable (8.2, 18.2.2)."""
+        try:
+            self._stamp_via(req, peer)
+            response = self._response(req, exc.status, to_tag=secrets.token_hex(6), extra=[warning_header(exc.reason)])
+            dest = self._response_peer(req, peer)
+            data = response.to_bytes()
+        except SipError:
+            return  # not even Via/From/To/Call-ID/CSeq: nothing to answer to
+        self._outputs.append(Transmit(data, dest))
+
+    def _stamp_via(self, req: Request, peer: Peer) -> None:
+        """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via, so responses find their way back."""
+        values = req.headers.values("Via")
+        if not values:
+            raise SipParseError("missing Via")
+        via = Via.parse(values[0])
+        changed = False
+        if via.host.strip("[]") != peer.host:
+            via.params["received"] = peer.host
+            changed = True
+        if "rport" in via.params and via.params["rport"] is None:
+            via.params["rport"] = str(peer.port)
+            via.params["received"] = peer.host
+            changed = True
+        if changed:
+            rest = values[1:]
+            req.headers.remove("Via")
+            req.headers.add("Via", str(via))
+            for value in rest:
+                req.headers.add("Via", value)
+            # keep Via first-in-order relative to other headers is not required (7.3.1): only Via order matters.
+
+    def _response_peer(self, req: Request, peer: Peer) -> Peer:
+        """18.2.2: responses go back over the connection the request came on; over UDP to received/rport or sent-by."""
+        if peer.reliable:
+            return peer
+        via = req.top_via
+        if via.params.get("rport"):
+            return Peer(peer.host, peer.port, "udp")
+        host = via.params.get("received") or via.host.strip("[]")
+        return Peer(host, via.port or 5060, "udp")
+
+    def _unsupported_extensions(self, req: Request) -> list[str]:
+        if req.method in ("ACK", "CANCEL"):
+            return []
+        return [opt for opt in req.headers.values("Require") if opt.lower() not in SUPPORTED_EXTENSIONS]
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Accept", ACCEPTED_BODIES),
+            ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en, bg"),
+            ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
+        ]
+
+    def _contact(self, peer: Peer) -> str:
+        transport = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        return f"<sip:ivr@{self.config.host}:{self.config.port}{transport}>"
+
+    def _add_contact(self, response: Response, peer: Peer) -> None:
+        response.headers.set("Contact", self._contact(peer))
+        response.headers.set("Allow", ", ".join(ALLOWED_METHODS))
+        response.headers.set("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+
+    def _send_bye(self, leg: Leg) -> None:
+        assert leg.dialog is not None
+        via = Via(
+            "UDP" if leg.peer.transport == "udp" else leg.peer.transport.upper(),
+            self.config.host,
+            self.config.port,
+            {"branch": new_branch(), "rport": None},
+        )
+        bye = leg.dialog.create_request("BYE", via=via)
+        bye.headers.add("User-Agent", self.config.user_agent)
+        peer = self._request_peer(leg)
+        txn = ClientNonInviteTransaction(bye, reliable=peer.reliable, timers=self.config.timers)
+        entry = _TxnEntry(next(self._txn_ids), txn, peer, leg=leg)
+        self._client[txn.key] = entry
+        self._by_id[entry.id] = entry
+        leg.state = LegState.ENDING
+        self._run(entry, txn.start())
+
+    def _request_peer(self, leg: Leg) -> Peer:
+        """Where an in-dialog request goes: the same stream connection when the call came over one, else the next hop
+        of the dialog (first Route entry or remote target, 12.2.1.1)."""
+        if leg.peer.reliable:
+            return leg.peer
+        assert leg.dialog is not None
+        hop = leg.dialog.next_hop()
+        if isinstance(hop, SipURI):
+            host, port = hop.host_port(5061 if hop.scheme == "sips" else 5060)
+            if hop.transport != "udp":
+                return Peer(host, port, hop.transport)
+            return Peer(host, port, "udp")
+        return leg.peer
+
+    def _end(self, leg: Leg, reason: EndReason, status: int | None, *, keep_dialog: bool = False) -> None:
+        if leg.end_reason is not None:
+            return
+        leg.end_reason = reason
+        if leg.state is not LegState.ENDING:
+            leg.state = LegState.ENDED
+        if not keep_dialog:
+            self._forget_dialog(leg)
+        self._legs.discard(leg)
+        self._outputs.append(CallEnded(leg, reason, status))
+
+    def _forget_dialog(self, leg: Leg) -> None:
+        if leg.dialog is not None:
+            self._dialogs.pop(leg.dialog.id, None)
+        leg.state = LegState.ENDED
+
+    def shutdown(self) -> None:
+        """Stop accepting calls and hang up every leg (BYE when answered, 480 when still ringing)."""
+        self.config.accepting = False
+        for leg in list(self._legs):
+            self.hangup(leg, reason=EndReason.SHUTDOWN)
+
+    @property
+    def busy(self) -> bool:
+        """True while transactions or dialogs are still running (a clean shutdown waits for this to clear)."""
+        return bool(self._dialogs) or any(entry.txn.state not in _CLIENT_DONE for entry in self._client.values())
+
+
+def _as_invite_key_probe(cancel: Request) -> Request:
+    """A request with the CANCEL's Via, Call-ID, tags and Request-URI but method INVITE, to look up the INVITE's
+    server transaction (RFC 3261 9.2: the CANCEL matches the INVITE it cancels by the same keys)."""
+    headers = Headers(list(cancel.headers))
+    number = cancel.cseq.number
+    headers.set("CSeq", f"{number} INVITE")
+    return Request("INVITE", cancel.uri, headers, cancel.body)
+
+
+__all__ = [
+    "CallConfirmed",
+    "CallEnded",
+    "CallEvent",
+    "ClearTimer",
+    "EndReason",
+    "EndpointConfig",
+    "IncomingCall",
+    "Leg",
+    "LegState",
+    "NameAddr",
+    "Peer",
+    "ReInvite",
+    "SetTimer",
+    "SipEndpoint",
+    "Transmit",
+]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on Debian 12 / Python 3.11: the real SIP peers we test against
+# (SIPp, baresip, sipsak), tshark for RTP stream analysis, espeak-ng and sox for prompts, and the Python package
+# with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    sip-tester baresip sipsak tshark espeak-ng sox libsndfile1 procps >/dev/null
+python3 -m pip install -q -e '.[dev]'
