@@ -116,6 +116,7 @@ class IvrServer:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._conn_tasks: set[asyncio.Task[object]] = set()
 
     # ---- lifecycle ----
 
@@ -187,8 +188,10 @@ class IvrServer:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
-            for writer in self._tcp_conns.values():
+            for writer in list(self._tcp_conns.values()):
                 writer.close()
+            if self._conn_tasks:
+                await asyncio.wait(list(self._conn_tasks), timeout=2)
             await self._tcp.wait_closed()
         for task in list(self._tasks):
             task.cancel()
@@ -209,6 +212,9 @@ class IvrServer:
 
     async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = next(self._conn_ids)
+        current = asyncio.current_task()
+        if current is not None:
+            self._conn_tasks.add(current)
         addr = writer.get_extra_info("peername")
         peer = Peer(str(addr[0]), int(addr[1]), "tcp", conn_id)
         self._tcp_conns[conn_id] = writer
@@ -228,6 +234,8 @@ class IvrServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            if current is not None:
+                self._conn_tasks.discard(current)
             self._tcp_conns.pop(conn_id, None)
             writer.close()
             self.endpoint.transport_error(peer)

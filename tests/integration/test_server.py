@@ -1,0 +1,314 @@
+"""The daemon in-process on loopback, driven with literal SIP over real UDP and TCP sockets.
+
+These prove the asyncio driver (sockets, timers, call controller, media clock) around the sans-I/O core. The
+interop suite proves the same against peers nobody here wrote (SIPp, baresip, sipsak).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ivr.config import load_config
+from ivr.media.rtp import RtpPacket
+from ivr.server import IvrServer
+from ivr.sip.message import Request, Response, parse_message
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_rtp_range(size: int = 20) -> str:
+    base = free_port() & ~1
+    base = max(20000, min(base, 60000))
+    return f"{base}-{base + size}"
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[IvrServer]:
+    overrides = {"sip.listen": f"127.0.0.1:{free_port()}", "media.rtp_ports": free_rtp_range(20)}
+    overrides.update(getattr(request, "param", {}))
+    cfg = load_config(REPO / "configs" / "ivr.yaml", overrides)
+    srv = IvrServer(cfg)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+class RawCaller:
+    """A caller made of a UDP SIP socket and an RTP socket; messages are literal text."""
+
+    def __init__(self, server: IvrServer, call_id: str = "it-1", codecs: str = "0 8 101") -> None:
+        self.server = server
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sip.bind(("127.0.0.1", 0))
+        self.sip.setblocking(False)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind(("127.0.0.1", 0))
+        self.rtp.setblocking(False)
+        self.port = self.sip.getsockname()[1]
+        self.rtp_port = self.rtp.getsockname()[1]
+        self.call_id = call_id
+        self.codecs = codecs
+        self.to_tag = ""
+        self.dest = ("127.0.0.1", server.config.sip.port)
+
+    def close(self) -> None:
+        self.sip.close()
+        self.rtp.close()
+
+    def sdp(self, address: str = "127.0.0.1", direction: str = "sendrecv") -> bytes:
+        rtpmaps = {
+            "0": "a=rtpmap:0 PCMU/8000",
+            "8": "a=rtpmap:8 PCMA/8000",
+            "18": "a=rtpmap:18 G729/8000",
+            "101": "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15",
+        }
+        lines = [
+            "v=0",
+            f"o=caller 1 1 IN IP4 {address}",
+            "s=-",
+            f"c=IN IP4 {address}",
+            "t=0 0",
+            f"m=audio {self.rtp_port} RTP/AVP {self.codecs}",
+            *(rtpmaps[pt] for pt in self.codecs.split()),
+            "a=ptime:20",
+            f"a={direction}",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    def request(self, method: str, cseq: int, branch: str, body: bytes = b"", in_dialog: bool = False) -> bytes:
+        to_tag = f";tag={self.to_tag}" if in_dialog else ""
+        ctype = "Content-Type: application/sdp\r\n" if body else ""
+        return (
+            f"{method} sip:2000@127.0.0.1:{self.dest[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bK{branch}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:0888123456@127.0.0.1:{self.port}>;tag=caller\r\n"
+            f"To: <sip:2000@127.0.0.1:{self.dest[1]}>{to_tag}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\n"
+            f"Contact: <sip:caller@127.0.0.1:{self.port}>\r\n"
+            f"{ctype}Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendto(self.sip, data, self.dest)
+
+    async def recv(self, timeout: float = 5.0) -> Request | Response:
+        loop = asyncio.get_running_loop()
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(self.sip, 65535), timeout)
+        return parse_message(data)
+
+    async def recv_final(self, timeout: float = 5.0) -> Response:
+        while True:
+            msg = await self.recv(timeout)
+            if isinstance(msg, Response) and msg.status >= 200:
+                return msg
+
+    async def call(self) -> Response:
+        await self.send(self.request("INVITE", 1, "inv1", self.sdp()))
+        final = await self.recv_final()
+        if final.status == 200:
+            self.to_tag = final.to.tag or ""
+            await self.send(self.request("ACK", 1, "ack1", in_dialog=True))
+        return final
+
+    async def rtp_packets(self, duration: float) -> list[RtpPacket]:
+        loop = asyncio.get_running_loop()
+        out: list[RtpPacket] = []
+        end = loop.time() + duration
+        while (left := end - loop.time()) > 0:
+            try:
+                data, _ = await asyncio.wait_for(loop.sock_recvfrom(self.rtp, 2048), left)
+            except TimeoutError:
+                break
+            out.append(RtpPacket.parse(data))
+        return out
+
+
+async def test_call_is_answered_hears_the_welcome_prompt_and_gets_bye(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        ok = await caller.call()
+        assert ok.status == 200 and ok.content_type == "application/sdp"
+        assert b"RTP/AVP 0 " in ok.body and b"telephone-event/8000" in ok.body  # caller's first codec, DTMF
+        expected = len(server.welcome.frames("PCMU"))
+        packets = await caller.rtp_packets(server.welcome.duration + 1.0)
+        assert len(packets) == expected
+        assert {p.payload_type for p in packets} == {0}
+        seqs = [p.sequence for p in packets]
+        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        stamps = [p.timestamp for p in packets]
+        assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:], strict=False))
+        assert packets[0].marker and not any(p.marker for p in packets[1:])
+        assert b"".join(p.payload for p in packets) == b"".join(server.welcome.frames("PCMU"))
+        bye = await caller.recv()
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        await caller.send(_ok_for(bye))
+    finally:
+        caller.close()
+    await _until(lambda: not server.calls)
+
+
+async def test_caller_hangs_up_first_and_the_call_is_torn_down(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        await caller.call()
+        await caller.rtp_packets(0.3)
+        await caller.send(caller.request("BYE", 2, "bye1", in_dialog=True))
+        final = await caller.recv_final()
+        assert final.status == 200 and final.cseq.method == "BYE"
+        await _until(lambda: not server.calls)
+        assert server.ports.in_use == 0
+        assert await caller.rtp_packets(0.2) == []
+    finally:
+        caller.close()
+
+
+async def test_pcma_preferred_by_the_caller_is_used(server: IvrServer) -> None:
+    caller = RawCaller(server, codecs="8 0")
+    try:
+        ok = await caller.call()
+        assert b"RTP/AVP 8" in ok.body
+        packets = await caller.rtp_packets(0.5)
+        assert packets and {p.payload_type for p in packets} == {8}
+        await caller.send(caller.request("BYE", 2, "bye1", in_dialog=True))
+    finally:
+        caller.close()
+
+
+async def test_no_common_codec_is_488(server: IvrServer) -> None:
+    caller = RawCaller(server, codecs="18")
+    try:
+        final = await caller.call()
+        assert final.status == 488
+        assert "codec" in (final.headers.get("Warning") or "").lower()
+    finally:
+        caller.close()
+    assert server.ports.in_use == 0
+
+
+@pytest.mark.parametrize("server", [{"calls.max_calls": 1}], indirect=True)
+async def test_calls_beyond_max_calls_get_503_with_retry_after(server: IvrServer) -> None:
+    first, second = RawCaller(server, "c1"), RawCaller(server, "c2")
+    try:
+        assert (await first.call()).status == 200
+        refused = await second.call()
+        assert refused.status == 503 and refused.headers.get("Retry-After")
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("server", [{"media.rtp_ports": "47000-47002"}], indirect=True)
+async def test_exhausted_rtp_port_pool_gives_503(server: IvrServer) -> None:
+    callers = [RawCaller(server, f"p{i}") for i in range(3)]
+    try:
+        statuses = [(await c.call()).status for c in callers]
+        assert statuses == [200, 200, 503]
+    finally:
+        for c in callers:
+            c.close()
+
+
+async def test_reinvite_to_hold_stops_audio_and_unhold_resumes(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        await caller.call()
+        assert await caller.rtp_packets(0.3)
+        await caller.send(caller.request("INVITE", 2, "re1", caller.sdp(address="0.0.0.0"), in_dialog=True))
+        ok = await caller.recv_final()
+        assert ok.status == 200 and ok.cseq.number == 2
+        await caller.send(caller.request("ACK", 2, "ack2", in_dialog=True))
+        await caller.rtp_packets(0.1)  # drain what was in flight
+        assert await caller.rtp_packets(0.4) == []
+        await caller.send(caller.request("INVITE", 3, "re2", caller.sdp(), in_dialog=True))
+        ok = await caller.recv_final()
+        assert ok.status == 200
+        await caller.send(caller.request("ACK", 3, "ack3", in_dialog=True))
+        resumed = await caller.rtp_packets(0.4)
+        assert resumed and resumed[0].marker
+        await caller.send(caller.request("BYE", 4, "bye", in_dialog=True))
+    finally:
+        caller.close()
+
+
+async def test_tcp_invite_is_answered_on_the_same_connection(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.config.sip.port)
+    try:
+        invite = caller.request("INVITE", 1, "tcp1", caller.sdp()).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        # Split the message across writes: the framer must reassemble it.
+        writer.write(invite[:37])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(invite[37:])
+        await writer.drain()
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            msg = parse_message(head + body, stream=True)
+            assert isinstance(msg, Response)
+            statuses.append(msg.status)
+        assert statuses == [100, 200]
+    finally:
+        writer.close()
+        caller.close()
+
+
+async def test_malformed_datagram_gets_400_and_the_daemon_keeps_serving(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        bad = caller.request("INVITE", 1, "bad", caller.sdp()).replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
+        await caller.send(bad)
+        final = await caller.recv_final()
+        assert final.status == 400 and "CSeq" in (final.headers.get("Warning") or "")
+        await caller.send(b"\x16\x03\x01 definitely not SIP")
+        caller.call_id = "it-after-garbage"
+        assert (await caller.call()).status == 200
+    finally:
+        caller.close()
+
+
+async def test_stop_sends_bye_to_calls_in_progress(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        await caller.call()
+        server.request_stop()
+        bye = await caller.recv()
+        while not (isinstance(bye, Request) and bye.method == "BYE"):
+            bye = await caller.recv()
+        await caller.send(_ok_for(bye))
+        await asyncio.wait_for(server.serve_forever(), 5)
+        assert not server.calls
+    finally:
+        caller.close()
+
+
+def _ok_for(request: Request) -> bytes:
+    headers = "".join(f"{n}: {v}\r\n" for n, v in request.headers if n in ("Via", "From", "To", "Call-ID", "CSeq"))
+    return f"SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n".encode()
+
+
+async def _until(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
