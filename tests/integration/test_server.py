@@ -7,6 +7,7 @@ interop suite proves the same against peers nobody here wrote (SIPp, baresip, si
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,9 +150,9 @@ async def test_call_is_answered_hears_the_welcome_prompt_and_gets_bye(server: Iv
         assert len(packets) == expected
         assert {p.payload_type for p in packets} == {0}
         seqs = [p.sequence for p in packets]
-        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
         stamps = [p.timestamp for p in packets]
-        assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:], strict=False))
+        assert all((b - a) % 2**32 == 160 for a, b in itertools.pairwise(stamps))
         assert packets[0].marker and not any(p.marker for p in packets[1:])
         assert b"".join(p.payload for p in packets) == b"".join(server.welcome.frames("PCMU"))
         bye = await caller.recv()
