@@ -40,13 +40,24 @@ from ivr.sip.endpoint import (
 )
 from ivr.sip.errors import SipError
 from ivr.sip.message import MAX_MESSAGE_SIZE, StreamFramer
-from ivr.sip.sdp import PCMA, PCMU, Codec, SdpError, SessionDescription, answer_offer
+from ivr.sip.sdp import (
+    PCMA,
+    PCMU,
+    Codec,
+    NegotiatedMedia,
+    SdpError,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+    parse_answer,
+)
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uri import SipURI
 
 log = structlog.get_logger("ivr.server")
 
 CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
+PTIME_MS = 20  # the media clock's packet time: what we send, and what our answers ask for
 CallApp = Callable[[Call, "IvrServer"], Awaitable[None]]
 
 
@@ -57,11 +68,21 @@ class ActiveCall:
     port: int
     call: Call
     started: float
-    sdp_version: int
+    session_id: int
+    sdp_version: int = 0
     task: asyncio.Task[None] | None = None
     answered: float | None = None
     limit: asyncio.TimerHandle | None = None
     fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _PendingOffer:
+    """A call answered with our offer (the INVITE had none); media starts when the ACK brings the answer."""
+
+    port: int
+    sock: socket.socket
+    session_id: int
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -105,6 +126,7 @@ class IvrServer:
         self.ports = RtpPortPool(config.media.address, low, high)
         self.codecs = tuple(CODECS[name] for name in config.media.codecs)
         self.calls: dict[Leg, ActiveCall] = {}
+        self._pending: dict[Leg, _PendingOffer] = {}
         self.calls_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: MediaClock | None = None
@@ -299,7 +321,7 @@ class IvrServer:
                 elif isinstance(out, IncomingCall):
                     self._on_incoming(out.leg)
                 elif isinstance(out, CallConfirmed):
-                    self._on_confirmed(out.leg)
+                    self._on_confirmed(out.leg, out.body)
                 elif isinstance(out, ReInvite):
                     self._on_reinvite(out.leg, out)
                 elif isinstance(out, CallEnded):
@@ -317,18 +339,17 @@ class IvrServer:
 
     def _on_incoming(self, leg: Leg) -> None:
         clog = log.bind(call_id=leg.call_id)
-        if len(self.calls) >= self.config.calls.max_calls:
+        if len(self.calls) + len(self._pending) >= self.config.calls.max_calls:
             clog.warning("call refused: at capacity", active_calls=len(self.calls))
             self.endpoint.reject(leg, 503, "at capacity", retry_after=5)
             return
-        if not leg.offer:
-            self.endpoint.reject(leg, 488, "an SDP offer in the INVITE is required")
-            return
-        try:
-            offer = SessionDescription.parse(leg.offer)
-        except SdpError as exc:
-            self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
-            return
+        offer: SessionDescription | None = None
+        if leg.offer:
+            try:
+                offer = SessionDescription.parse(leg.offer)
+            except SdpError as exc:
+                self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+                return
         try:
             port, sock = self.ports.acquire()
         except PortPoolExhausted:
@@ -336,20 +357,41 @@ class IvrServer:
             self.endpoint.reject(leg, 503, "no free RTP port", retry_after=5)
             return
         session_id = secrets.randbelow(2**31)
+        address = self.config.media.address
+        if offer is None:
+            # RFC 3261 13.2.1 late offer: our offer goes in the 200, the caller's answer comes in the ACK.
+            local = build_offer(
+                local_address=address,
+                local_port=port,
+                codecs=self.codecs,
+                session_id=session_id,
+                session_version=session_id,
+            )
+            self._pending[leg] = _PendingOffer(port, sock, session_id)
+            self.endpoint.answer(leg, local.serialize())
+            clog.info("call answered with an offer (late offer)", rtp_port=port)
+            return
         try:
             answer, media = answer_offer(
                 offer,
-                local_address=self.config.media.address,
+                local_address=address,
                 local_port=port,
                 supported=self.codecs,
                 session_id=session_id,
                 session_version=session_id,
+                single_codec=True,
+                ptime=PTIME_MS,
             )
+            _check_media_address(media)
         except SdpError as exc:
             sock.close()
             self.ports.release(port)
             self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
             return
+        self._start_call(leg, port, sock, media, session_id)
+        self.endpoint.answer(leg, answer.serialize())
+
+    def _start_call(self, leg: Leg, port: int, sock: socket.socket, media: NegotiatedMedia, session_id: int) -> None:
         stream = MediaStream(
             self.loop,
             sock,
@@ -371,14 +413,14 @@ class IvrServer:
             control=self,
         )
         stream.on_digit = call._digit
-        active = ActiveCall(leg, stream, port, call, started=time.time(), sdp_version=session_id)
+        active = ActiveCall(leg, stream, port, call, started=time.time(), session_id=session_id)
         self.calls[leg] = active
         self.calls_total += 1
-        self.endpoint.answer(leg, answer.serialize())
         active.answered = time.time()
         active.limit = self.loop.call_later(self.config.calls.max_call_seconds, self._call_too_long, leg)
-        clog.info(
+        log.info(
             "call answered",
+            call_id=leg.call_id,
             caller=call.caller,
             dialled=call.dialled,
             codec=media.codec.name,
@@ -386,7 +428,21 @@ class IvrServer:
             rtp_port=port,
         )
 
-    def _on_confirmed(self, leg: Leg) -> None:
+    def _on_confirmed(self, leg: Leg, body: bytes) -> None:
+        pending = self._pending.pop(leg, None)
+        if pending is not None:
+            try:
+                if not body:
+                    raise SdpError(488, "the ACK carried no SDP answer to our offer")
+                media = parse_answer(SessionDescription.parse(body), self.codecs)
+                _check_media_address(media)
+            except SdpError as exc:
+                log.warning("late-offer answer unusable; hanging up", call_id=leg.call_id, error=exc.reason)
+                pending.sock.close()
+                self.ports.release(pending.port)
+                self.endpoint.hangup(leg)
+                return
+            self._start_call(leg, pending.port, pending.sock, media, pending.session_id)
         active = self.calls.get(leg)
         if active is None or active.task is not None:
             return
@@ -411,15 +467,20 @@ class IvrServer:
             if not event.request.body:
                 raise SdpError(488, "a re-INVITE without SDP is not supported")
             offer = SessionDescription.parse(event.request.body)
-            active.sdp_version += 1
             answer, media = answer_offer(
                 offer,
                 local_address=self.config.media.address,
                 local_port=active.port,
                 supported=(CODECS[active.call.codec],),
-                session_id=active.sdp_version,
-                session_version=active.sdp_version,
+                session_id=active.session_id,
+                session_version=active.sdp_version + 1,  # RFC 3264 8: same o= line, version + 1
+                single_codec=True,
+                ptime=PTIME_MS,
             )
+            _check_media_address(media)
+            if media.codec.payload_type != active.stream.payload_type:
+                raise SdpError(488, "changing the payload type of the call's codec mid-call is not supported")
+            active.sdp_version += 1
         except SdpError as exc:
             self.endpoint.respond(
                 leg, exc.status, request=event.request, extra=[("Warning", f'399 ivr "SDP: {exc.reason}"')]
@@ -432,6 +493,10 @@ class IvrServer:
         self.endpoint.respond(leg, 200, request=event.request, body=answer.serialize(), content_type="application/sdp")
 
     def _on_ended(self, event: CallEnded) -> None:
+        pending = self._pending.pop(event.leg, None)
+        if pending is not None:
+            pending.sock.close()
+            self.ports.release(pending.port)
         active = self.calls.get(event.leg)
         if active is None:
             return
@@ -477,6 +542,11 @@ class IvrServer:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _check_media_address(media: NegotiatedMedia) -> None:
+    if not _is_ip(media.remote_address):
+        raise SdpError(488, f"c= address {media.remote_address!r} is not an IP address; we do not resolve names")
 
 
 def _is_ip(host: str) -> bool:

@@ -313,3 +313,33 @@ async def _until(predicate: object, timeout: float = 5.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.02)
+
+
+async def test_late_offer_invite_gets_our_offer_and_media_starts_on_the_acks_answer(server: IvrServer) -> None:
+    caller = RawCaller(server, codecs="8")
+    try:
+        await caller.send(caller.request("INVITE", 1, "late1"))
+        ok = await caller.recv_final()
+        assert ok.status == 200 and b"RTP/AVP 0 8 101" in ok.body  # our offer, our preference order
+        caller.to_tag = ok.to.tag or ""
+        await caller.send(caller.request("ACK", 1, "lateack", caller.sdp(), in_dialog=True))
+        packets = await caller.rtp_packets(0.5)
+        assert packets and {p.payload_type for p in packets} == {8}  # the answer chose PCMA
+        await caller.send(caller.request("BYE", 2, "bye", in_dialog=True))
+    finally:
+        caller.close()
+
+
+async def test_late_offer_ack_without_answer_is_hung_up(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        await caller.send(caller.request("INVITE", 1, "late2"))
+        ok = await caller.recv_final()
+        caller.to_tag = ok.to.tag or ""
+        await caller.send(caller.request("ACK", 1, "lateack2", in_dialog=True))
+        bye = await caller.recv()
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        await caller.send(_ok_for(bye))
+        await _until(lambda: server.ports.in_use == 0)
+    finally:
+        caller.close()
