@@ -23,7 +23,15 @@ from enum import StrEnum
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
 from ivr.sip.headers import Headers, Via
-from ivr.sip.message import Message, Request, Response, make_response, parse_message, warning_header
+from ivr.sip.message import (
+    Message,
+    Request,
+    Response,
+    answerable_request,
+    make_response,
+    parse_message,
+    warning_header,
+)
 from ivr.sip.transaction import (
     CancelTimer,
     ClientInviteState,
@@ -227,9 +235,9 @@ class SipEndpoint:
         try:
             msg = parse_message(data, stream=peer.reliable)
         except SipError as exc:
-            partial = exc.partial
-            if isinstance(partial, Request) and partial.method != "ACK":
-                self._answer_unparseable(partial, exc, peer)
+            request = answerable_request(exc)
+            if request is not None:
+                self._answer_unparseable(request, exc, peer)
             return  # responses that do not parse, and bad ACKs, are dropped (RFC 3261 8.1.3.1, 17.2.1)
         if isinstance(msg, Request):
             self._receive_request(msg, peer)
@@ -591,11 +599,14 @@ class SipEndpoint:
         """Statelessly answer a request that failed to parse, when its routing headers are usable (8.2, 18.2.2)."""
         try:
             self._stamp_via(req, peer)
-            response = self._response(req, exc.status, to_tag=secrets.token_hex(6), extra=[warning_header(exc.reason)])
             dest = self._response_peer(req, peer)
-            data = response.to_bytes()
         except SipError:
-            return  # not even Via/From/To/Call-ID/CSeq: nothing to answer to
+            dest = peer  # the top Via itself is malformed (RFC 4475 badinv01): answer the packet's source
+        try:
+            response = self._response(req, exc.status, to_tag=secrets.token_hex(6), extra=[warning_header(exc.reason)])
+            data = response.to_bytes()
+        except (SipError, ValueError):
+            return  # not even enough to build a response from: dropped
         self._outputs.append(Transmit(data, dest))
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:

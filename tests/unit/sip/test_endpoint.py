@@ -422,3 +422,35 @@ def test_shutdown_hangs_up_every_call() -> None:
     assert [m.method for m in msgs if isinstance(m, Request)] == ["BYE"]
     assert [m.status for m in msgs if isinstance(m, Response)] == [480]
     assert {e.reason for e in h.events if isinstance(e, CallEnded)} >= {EndReason.SHUTDOWN}  # type: ignore[attr-defined]
+
+
+def test_rfc4475_badinv01_with_unparseable_via_is_answered_400_to_the_source() -> None:
+    from pathlib import Path
+
+    vector = Path(__file__).parent / "vectors" / "rfc4475" / "badinv01.sip"
+    h = Harness()
+    src = Peer("192.0.2.7", 5099, "udp")
+    h.feed(vector.read_bytes(), peer=src)
+    (_, resp, peer), = h.sent
+    assert isinstance(resp, Response) and resp.status == 400
+    assert (peer.host, peer.port) == ("192.0.2.7", 5099)
+
+
+@pytest.mark.parametrize("name", ["unkscm", "novelsc"])
+def test_rfc4475_unknown_scheme_requests_get_416(name: str) -> None:
+    from pathlib import Path
+
+    vector = Path(__file__).parent / "vectors" / "rfc4475" / f"{name}.sip"
+    h = Harness()
+    h.feed(vector.read_bytes())
+    assert h.statuses()[-1] == 416
+
+
+@pytest.mark.parametrize(("name", "status"), [("bext01", 420), ("invut", 415), ("unksm2", 405), ("regaut01", 405)])
+def test_rfc4475_vectors_the_ua_core_answers(name: str, status: int) -> None:
+    from pathlib import Path
+
+    vector = Path(__file__).parent / "vectors" / "rfc4475" / f"{name}.sip"
+    h = Harness()
+    h.feed(vector.read_bytes())
+    assert h.statuses()[-1] == status
