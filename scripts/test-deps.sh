@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on Debian 12 / Python 3.11: the real SIP peers we test against
-# (SIPp, baresip, sipsak), tshark for RTP stream analysis, espeak-ng and sox for prompts, and the Python package
-# with its test extras.
+# Installs everything the test suite needs on Debian 12: the real SIP peers we test against (SIPp, baresip,
+# sipsak), tshark for RTP stream analysis, espeak-ng and sox for prompts, and ivr with its test and dev extras
+# in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -9,5 +9,5 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    sip-tester baresip sipsak tshark espeak-ng sox libsndfile1 procps >/dev/null
-python3 -m pip install -q -e '.[dev]'
+    sip-tester baresip sipsak tshark espeak-ng sox libsndfile1 procps python3-venv >/dev/null
+IVR_EXTRAS=dev ./scripts/install.sh
