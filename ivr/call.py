@@ -18,15 +18,17 @@ from ivr.media.prompts import Prompt
 
 class PlayOutcome(StrEnum):
     COMPLETED = "completed"  # every frame was sent
+    BARGED_IN = "barged_in"  # the caller pressed a key during a barge-in prompt (the key waits in next_event)
     STOPPED = "stopped"  # stop() was called
     HANGUP = "hangup"  # the call ended while playing
 
 
 @dataclass(frozen=True, slots=True)
 class Digit:
-    """A key the caller pressed (RFC 4733 telephone-event), delivered once per press."""
+    """A key the caller pressed, delivered once per press, however it came (RFC 4733, SIP INFO, in-band)."""
 
     key: str
+    source: str = "rfc4733"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +78,27 @@ class Call:
         self._control = control
         self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._playing: asyncio.Future[PlayOutcome] | None = None
+        self._barge_in = False
         self._ended = asyncio.Event()
         self.end_reason: str | None = None
         self.prompts_played: list[str] = []
+        self.digits_by_source: dict[str, int] = {}
 
     # ---- verbs ------------------------------------------------------------------------------------------------------
 
-    async def play(self, prompt: Prompt, *, loop: bool = False) -> PlayOutcome:
+    async def play(self, prompt: Prompt, *, loop: bool = False, barge_in: bool = False) -> PlayOutcome:
         """Play ``prompt`` to the caller; returns when it has been sent whole, was stopped, or the call ended.
-        With ``loop=True`` it repeats until :meth:`stop` or hang-up."""
+        With ``loop=True`` it repeats until :meth:`stop` or hang-up. With ``barge_in=True`` a key press stops the
+        prompt at once (before the next 20 ms packet) and returns ``BARGED_IN``; the key itself is not consumed:
+        it is the next :meth:`next_event`. A key that is already waiting when a barge-in prompt starts skips it."""
         if self._ended.is_set():
             return PlayOutcome.HANGUP
         self.stop()
+        if barge_in and not self._events.empty():
+            return PlayOutcome.BARGED_IN
         future: asyncio.Future[PlayOutcome] = asyncio.get_running_loop().create_future()
         self._playing = future
+        self._barge_in = barge_in
 
         def done() -> None:
             if not future.done():
@@ -134,9 +143,16 @@ class Call:
 
     # ---- fed by the call controller -------------------------------------------------------------------------------
 
-    def _digit(self, key: str) -> None:
-        if not self._ended.is_set():
-            self._events.put_nowait(Digit(key))
+    def _digit(self, key: str, source: str = "rfc4733") -> None:
+        if self._ended.is_set():
+            return
+        self._events.put_nowait(Digit(key, source))
+        self.digits_by_source[source] = self.digits_by_source.get(source, 0) + 1
+        future = self._playing
+        if self._barge_in and future is not None and not future.done():
+            self._media.stop_playback()
+            future.set_result(PlayOutcome.BARGED_IN)
+            self._playing = None
 
     def _end(self, reason: str) -> None:
         if self._ended.is_set():

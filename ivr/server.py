@@ -29,6 +29,7 @@ from ivr.sip.endpoint import (
     CallConfirmed,
     CallEnded,
     ClearTimer,
+    DigitInfo,
     EndpointConfig,
     IncomingCall,
     Leg,
@@ -326,6 +327,10 @@ class IvrServer:
                     self._on_reinvite(out.leg, out)
                 elif isinstance(out, CallEnded):
                     self._on_ended(out)
+                elif isinstance(out, DigitInfo):
+                    active = self.calls.get(out.leg)
+                    if active is not None:
+                        active.call._digit(out.key, "info")
 
     def _fire(self, token: tuple[int, str]) -> None:
         self._timers.pop(token, None)
@@ -523,6 +528,7 @@ class IvrServer:
             rtp_packets_received=stats.packets_received,
             rtp_dropped_wrong_source=stats.dropped_wrong_source,
             dtmf_digits=stats.dtmf_digits,
+            info_digits=active.call.digits_by_source.get("info", 0),
         )
 
     def _call_too_long(self, leg: Leg) -> None:

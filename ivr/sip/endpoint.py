@@ -23,6 +23,7 @@ from enum import StrEnum
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
 from ivr.sip.headers import Headers, Via
+from ivr.sip.info import ACCEPTED_INFO_BODIES, parse_dtmf_info
 from ivr.sip.message import (
     Message,
     Request,
@@ -55,7 +56,7 @@ from ivr.sip.transaction import (
 )
 from ivr.sip.uri import NameAddr, SipURI
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
 # Methods we know of but do not accept here: 405 Method Not Allowed. Anything else: 501 Not Implemented.
 KNOWN_METHODS = frozenset(
     ("REGISTER", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", *ALLOWED_METHODS)
@@ -138,7 +139,16 @@ class CallEnded:
     status: int | None = None
 
 
-CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded
+@dataclass(frozen=True, slots=True)
+class DigitInfo:
+    """A key press the caller sent by SIP INFO (already answered 200)."""
+
+    leg: Leg
+    key: str
+    duration_ms: int
+
+
+CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded | DigitInfo
 Output = Transmit | SetTimer | ClearTimer | CallEvent
 
 
@@ -369,6 +379,8 @@ class SipEndpoint:
             self._reply(entry, req, status, extra=self._capabilities())
         elif req.method == "BYE":
             self._reply(entry, req, 481, reason="RFC 3261 15.1.2: BYE outside a dialog")
+        elif req.method == "INFO":
+            self._reply(entry, req, 481, reason="RFC 6086 4.2.2: INFO outside a dialog")
         else:
             self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
 
@@ -428,8 +440,22 @@ class SipEndpoint:
             self._outputs.append(ReInvite(leg, req))
         elif req.method == "OPTIONS":
             self._reply(entry, req, 200, extra=self._capabilities())
+        elif req.method == "INFO":
+            self._receive_info(entry, req, leg)
         else:
             self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    def _receive_info(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
+        """DTMF by SIP INFO (application/dtmf-relay, application/dtmf); an empty INFO is a keep-alive."""
+        try:
+            digit = parse_dtmf_info(req.content_type, req.body)
+        except SipError as exc:
+            extra = [("Accept", ", ".join(ACCEPTED_INFO_BODIES))] if exc.status == 415 else []
+            self._reply(entry, req, exc.status, reason=exc.reason, extra=extra)
+            return
+        self._reply(entry, req, 200)
+        if digit is not None and leg.state is LegState.CONFIRMED:
+            self._outputs.append(DigitInfo(leg, digit.key, digit.duration_ms))
 
     def _receive_ack(self, req: Request, key: TransactionKey) -> None:
         entry = self._server.get(key)
@@ -738,6 +764,7 @@ __all__ = [
     "CallEnded",
     "CallEvent",
     "ClearTimer",
+    "DigitInfo",
     "EndReason",
     "EndpointConfig",
     "IncomingCall",

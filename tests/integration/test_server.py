@@ -343,3 +343,31 @@ async def test_late_offer_ack_without_answer_is_hung_up(server: IvrServer) -> No
         await _until(lambda: server.ports.in_use == 0)
     finally:
         caller.close()
+
+
+async def test_info_dtmf_reaches_the_call_and_unknown_info_body_is_415(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    try:
+        await caller.call()
+        body = b"Signal=5\r\nDuration=160\r\n"
+        info = caller.request("INFO", 2, "info1", in_dialog=True).replace(b"Content-Length: 0\r\n", b"")
+        info = (
+            info.replace(
+                b"\r\n\r\n",
+                b"\r\nContent-Type: application/dtmf-relay\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode(),
+                1,
+            )
+            + body
+        )
+        await caller.send(info)
+        ok = await caller.recv_final()
+        assert ok.status == 200 and ok.cseq.method == "INFO"
+        (active,) = server.calls.values()
+        assert active.call.digits_by_source == {"info": 1}
+        odd = info.replace(b"application/dtmf-relay", b"application/x-odd").replace(b"CSeq: 2", b"CSeq: 3")
+        await caller.send(odd.replace(b"branch=z9hG4bKinfo1", b"branch=z9hG4bKinfo2"))
+        refused = await caller.recv_final()
+        assert refused.status == 415 and "application/dtmf-relay" in (refused.headers.get("Accept") or "")
+        await caller.send(caller.request("BYE", 4, "bye", in_dialog=True))
+    finally:
+        caller.close()

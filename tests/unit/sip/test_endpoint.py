@@ -10,6 +10,7 @@ from ivr.sip.endpoint import (
     CallConfirmed,
     CallEnded,
     ClearTimer,
+    DigitInfo,
     EndpointConfig,
     EndReason,
     IncomingCall,
@@ -270,7 +271,7 @@ def test_options_answered_with_capabilities() -> None:
     )
     (resp,) = h.take()
     assert isinstance(resp, Response) and resp.status == 200
-    assert resp.headers.get("Allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS"
+    assert resp.headers.get("Allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
     assert resp.headers.get("Accept") == "application/sdp"
     assert "Supported" in resp.headers
     assert resp.to.tag
@@ -285,7 +286,7 @@ def test_unsupported_methods_get_405_or_501_with_allow(method: str, status: int)
     )
     (resp,) = h.take()
     assert isinstance(resp, Response) and resp.status == status
-    assert resp.headers.get("Allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS"
+    assert resp.headers.get("Allow") == "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
 
 
 def test_in_dialog_request_for_unknown_dialog_is_481() -> None:
@@ -431,7 +432,7 @@ def test_rfc4475_badinv01_with_unparseable_via_is_answered_400_to_the_source() -
     h = Harness()
     src = Peer("192.0.2.7", 5099, "udp")
     h.feed(vector.read_bytes(), peer=src)
-    (_, resp, peer), = h.sent
+    ((_, resp, peer),) = h.sent
     assert isinstance(resp, Response) and resp.status == 400
     assert (peer.host, peer.port) == ("192.0.2.7", 5099)
 
@@ -454,3 +455,59 @@ def test_rfc4475_vectors_the_ua_core_answers(name: str, status: int) -> None:
     h = Harness()
     h.feed(vector.read_bytes())
     assert h.statuses()[-1] == status
+
+
+def info(tag: str, cseq: int, content_type: str, body: bytes) -> bytes:
+    ctype = f"Content-Type: {content_type}\r\n" if content_type else ""
+    return (
+        f"INFO sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-info{cseq}\r\n"
+        f"From: <sip:alice@127.0.0.1:5070>;tag=caller-tag\r\nTo: <sip:service@127.0.0.1:5060>;tag={tag}\r\n"
+        f"Call-ID: call-1\r\nCSeq: {cseq} INFO\r\n{ctype}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "key", "duration"),
+    [
+        ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5", 160),
+        ("application/dtmf-relay", b"Signal= #\nDuration= 250\n", "#", 250),
+        ("application/dtmf-relay", b"signal=11\r\n", "#", 100),
+        ("application/dtmf", b"*", "*", 100),
+    ],
+)
+def test_info_dtmf_is_answered_200_and_delivered_once(content_type: str, body: bytes, key: str, duration: int) -> None:
+    h = Harness()
+    _leg, tag = answered_call(h)
+    h.feed(in_dialog("ACK", tag, 1, "z9hG4bK-ack"))
+    h.feed(info(tag, 2, content_type, body))
+    assert h.statuses() == [200]
+    h.feed(info(tag, 2, content_type, body))  # a retransmission: absorbed by the transaction, not a second key
+    digits = [e for e in h.events if isinstance(e, DigitInfo)]
+    assert [(d.key, d.duration_ms) for d in digits] == [(key, duration)]
+
+
+def test_info_with_unknown_body_is_415_with_accept() -> None:
+    h = Harness()
+    _leg, tag = answered_call(h)
+    h.feed(in_dialog("ACK", tag, 1, "z9hG4bK-ack"))
+    h.feed(info(tag, 2, "application/x-foo", b"hello"))
+    (resp,) = h.take()
+    assert isinstance(resp, Response) and resp.status == 415
+    assert resp.headers.get("Accept") == "application/dtmf-relay, application/dtmf"
+
+
+def test_info_with_bad_signal_is_400_and_empty_info_is_200() -> None:
+    h = Harness()
+    _leg, tag = answered_call(h)
+    h.feed(in_dialog("ACK", tag, 1, "z9hG4bK-ack"))
+    h.feed(info(tag, 2, "application/dtmf-relay", b"Signal=X\r\n"))
+    h.feed(info(tag, 3, "", b""))
+    assert h.statuses() == [400, 200]
+    assert not [e for e in h.events if isinstance(e, DigitInfo)]
+
+
+def test_info_outside_a_dialog_is_481() -> None:
+    h = Harness()
+    h.feed(info("nope", 1, "application/dtmf", b"1").replace(b";tag=nope", b""))
+    assert h.statuses() == [481]
