@@ -74,6 +74,40 @@ def serve(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="flow files or folders (every .yaml in them)")],
+) -> None:
+    """Check flow files: print file:line:column: problems; exit 1 on errors (warnings alone exit 0)."""
+    from ivr.flows.commands import validate as validate_flows
+
+    # Queue and calendar names are checked once the daemon configuration names them (queue-handoff issue).
+    raise typer.Exit(validate_flows(paths, known_queues=None, known_calendars=None, echo=typer.echo))
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write it; - prints it")
+    ] = Path("configs/flows/flow.schema.json"),
+) -> None:
+    """Write the JSON Schema of flow files, for editors."""
+    from ivr.flows.commands import schema as write_schema
+
+    raise typer.Exit(write_schema(out, echo=typer.echo))
+
+
+@app.command()
+def graph(
+    flow: Annotated[Path, typer.Argument(help="the flow file to draw")],
+    out: Annotated[Path, typer.Option("--output", "-o", help=".svg, .png, .pdf, or .dot")] = Path("flow.svg"),
+) -> None:
+    """Draw a flow with Graphviz: keys and words on edges, failure paths styled apart, unreachable nodes marked."""
+    from ivr.flows.commands import graph as draw_graph
+
+    raise typer.Exit(draw_graph(flow, out, echo=typer.echo))
+
+
 def _run(server: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
