@@ -23,7 +23,7 @@ from enum import StrEnum
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
 from ivr.sip.headers import Headers, Via
-from ivr.sip.info import ACCEPTED_INFO_BODIES, parse_dtmf_info
+from ivr.sip.info import ACCEPTED_INFO_BODIES, DTMF_RELAY, parse_dtmf_info
 from ivr.sip.message import (
     Message,
     Request,
@@ -48,6 +48,7 @@ from ivr.sip.transaction import (
     TimedOut,
     TimerValues,
     TransactionKey,
+    make_cancel,
     new_branch,
     server_key,
 )
@@ -107,6 +108,8 @@ class EndReason(StrEnum):
     REJECTED = "rejected"
     ACK_TIMEOUT = "ack_timeout"
     SHUTDOWN = "shutdown"
+    FAILED = "failed"  # our INVITE got a final non-2xx response
+    TIMEOUT = "timeout"  # our INVITE got no final response (timer B)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +151,28 @@ class DigitInfo:
     duration_ms: int
 
 
-CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded | DigitInfo
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """A provisional response (180 Ringing, 183 Session Progress) to an INVITE we sent."""
+
+    leg: Leg
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """Our INVITE was answered 2xx and ACKed; ``response.body`` is the callee's SDP answer."""
+
+    leg: Leg
+    response: Response
+
+
+CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded | DigitInfo | CallProgress | CallAnswered
 Output = Transmit | SetTimer | ClearTimer | CallEvent
 
 
 class LegState(StrEnum):
-    INCOMING = "incoming"  # INVITE received, no final response yet
+    INCOMING = "incoming"  # INVITE received (or, outgoing, sent) and no final response yet
     ANSWERED = "answered"  # 2xx sent, waiting for ACK
     CONFIRMED = "confirmed"  # ACK received
     ENDING = "ending"  # BYE sent, waiting for its response
@@ -173,6 +192,12 @@ class Leg:
     end_reason: EndReason | None = None
     bye_pending: bool = False  # hangup() before the ACK: BYE waits for the ACK or its timeout (15.1.1)
     end_reason_wanted: EndReason = EndReason.LOCAL_BYE
+    outgoing: bool = False  # we sent the INVITE (the simulator's caller, a bridge to a queue endpoint)
+    client_txn: ClientInviteTransaction | None = None
+    provisional: bool = False  # a 1xx arrived for our INVITE: a CANCEL may now be sent (RFC 3261 9.1)
+    cancel_pending: bool = False
+    ack: bytes | None = None  # our ACK for the 2xx, resent when the 2xx is retransmitted (13.2.2.4)
+    answer: Response | None = None
     id: int = field(default_factory=itertools.count(1).__next__)
 
     @property
@@ -327,6 +352,10 @@ class SipEndpoint:
     def hangup(self, leg: Leg, *, reason: EndReason = EndReason.LOCAL_BYE) -> None:
         """End the leg: BYE when confirmed (or answered, 15.1.1 allows it once the 2xx is sent), else 480."""
         if leg.state is LegState.INCOMING:
+            if leg.outgoing:
+                self.cancel(leg)
+                leg.end_reason_wanted = reason
+                return
             self.reject(leg, 480, "the call was ended before it was answered")
             return
         if leg.state in (LegState.ENDING, LegState.ENDED) or leg.dialog is None:
@@ -338,6 +367,63 @@ class SipEndpoint:
             return
         self._send_bye(leg)
         self._end(leg, reason, None, keep_dialog=True)
+
+    def call(
+        self,
+        *,
+        request_uri: str,
+        from_uri: str,
+        to_uri: str,
+        peer: Peer,
+        sdp: bytes,
+        display_name: str | None = None,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> Leg:
+        """Place a call (UAC): send an INVITE with our SDP offer to ``peer``. Progress arrives as
+        :class:`CallProgress`, then :class:`CallAnswered` (the ACK is already sent) or :class:`CallEnded`."""
+        local_tag = secrets.token_hex(6)
+        headers = Headers()
+        headers.add("Via", str(self._via(peer)))
+        headers.add("Max-Forwards", "70")
+        from_addr = NameAddr.parse(f"<{from_uri}>")
+        from_addr.display = display_name
+        from_addr.params["tag"] = local_tag
+        headers.add("From", str(from_addr))
+        headers.add("To", str(NameAddr.parse(f"<{to_uri}>")))
+        headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.config.host}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", self._contact(peer))
+        headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        headers.add("User-Agent", self.config.user_agent)
+        for name, value in extra:
+            headers.add(name, value)
+        if sdp:
+            headers.add("Content-Type", ACCEPTED_BODIES)
+        invite = Request("INVITE", request_uri, headers, sdp)
+        txn = ClientInviteTransaction(invite, reliable=peer.reliable, timers=self.config.timers)
+        leg = Leg(invite=invite, peer=peer, local_tag=local_tag, outgoing=True, client_txn=txn)
+        self._legs.add(leg)
+        self._add_client(txn, peer, leg)
+        return leg
+
+    def cancel(self, leg: Leg) -> None:
+        """Cancel an outgoing call that has not been answered (RFC 3261 9.1): CANCEL once a 1xx has arrived."""
+        if not leg.outgoing or leg.state is not LegState.INCOMING or leg.client_txn is None:
+            return
+        if not leg.provisional:
+            leg.cancel_pending = True
+            return
+        self._send_cancel(leg)
+
+    def send_info_digit(self, leg: Leg, key: str, duration_ms: int = 100) -> None:
+        """Send a key press as SIP INFO application/dtmf-relay in a confirmed dialog."""
+        if leg.dialog is None or leg.state is not LegState.CONFIRMED:
+            raise SipError(f"leg {leg.id} has no confirmed dialog to send INFO in")
+        body = f"Signal={key}\r\nDuration={duration_ms}\r\n".encode()
+        info = leg.dialog.create_request("INFO", via=self._via(leg.peer), body=body, content_type=DTMF_RELAY)
+        info.headers.add("User-Agent", self.config.user_agent)
+        peer = self._request_peer(leg)
+        self._add_client(ClientNonInviteTransaction(info, reliable=peer.reliable, timers=self.config.timers), peer, leg)
 
     # ---- requests ----
 
@@ -542,9 +628,79 @@ class SipEndpoint:
                 self._drop_entry(entry)
 
     def _deliver(self, entry: _TxnEntry, message: Message) -> None:
-        is_bye = isinstance(message, Response) and message.cseq.method == "BYE"
-        if is_bye and entry.leg is not None and isinstance(message, Response) and message.status >= 200:
-            self._forget_dialog(entry.leg)
+        if not isinstance(message, Response) or entry.leg is None:
+            return
+        leg = entry.leg
+        if message.cseq.method == "BYE" and message.status >= 200:
+            self._forget_dialog(leg)
+        elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
+            self._invite_response(leg, message)
+
+    def _invite_response(self, leg: Leg, response: Response) -> None:
+        """A response to an INVITE we sent (the transaction already ACKed a non-2xx itself, 17.1.1.3)."""
+        status = response.status
+        if status < 200:
+            if status > 100:
+                leg.provisional = True
+                if leg.cancel_pending:
+                    self._send_cancel(leg)
+                    return
+                self._outputs.append(CallProgress(leg, response))
+            else:
+                leg.provisional = True
+                if leg.cancel_pending:
+                    self._send_cancel(leg)
+            return
+        if status >= 300:
+            reason = EndReason.CANCELLED if status == 487 else EndReason.FAILED
+            self._end(leg, reason, status)
+            return
+        if leg.ack is not None:  # a retransmitted 2xx: our ACK was lost, send it again
+            self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
+            return
+        try:
+            dialog = Dialog.from_uac(leg.invite, response)
+        except SipError:
+            return  # a 2xx without a To tag or Contact cannot make a dialog; the callee will time out
+        leg.dialog = dialog
+        self._dialogs[dialog.id] = leg
+        ack = dialog.create_ack(leg.invite, via=self._via(leg.peer))
+        ack.headers.add("User-Agent", self.config.user_agent)
+        leg.ack = ack.to_bytes()
+        leg.answer = response
+        self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
+        if leg.cancel_pending or leg.end_reason is not None:
+            # 2xx raced our CANCEL (9.1): the call was answered anyway; end it with a BYE.
+            leg.state = LegState.CONFIRMED
+            self._send_bye(leg)
+            return
+        leg.state = LegState.CONFIRMED
+        self._outputs.append(CallAnswered(leg, response))
+
+    def _send_cancel(self, leg: Leg) -> None:
+        assert leg.client_txn is not None
+        leg.cancel_pending = False
+        cancel = make_cancel(leg.invite)
+        cancel.headers.add("User-Agent", self.config.user_agent)
+        self._add_client(
+            ClientNonInviteTransaction(cancel, reliable=leg.peer.reliable, timers=self.config.timers), leg.peer, None
+        )
+        entry = self._client.get(leg.client_txn.key)
+        if entry is not None:
+            self._run(entry, leg.client_txn.cancel_sent())
+
+    def _add_client(
+        self, txn: ClientInviteTransaction | ClientNonInviteTransaction, peer: Peer, leg: Leg | None
+    ) -> _TxnEntry:
+        entry = _TxnEntry(next(self._txn_ids), txn, peer, leg=leg)
+        self._client[txn.key] = entry
+        self._by_id[entry.id] = entry
+        self._run(entry, txn.start())
+        return entry
+
+    def _via(self, peer: Peer) -> Via:
+        transport = "UDP" if peer.transport == "udp" else peer.transport.upper()
+        return Via(transport, self.config.host, self.config.port, {"branch": new_branch(), "rport": None})
 
     def _timed_out(self, entry: _TxnEntry, action: TimedOut) -> None:
         leg = entry.leg
@@ -555,7 +711,10 @@ class SipEndpoint:
                 # 13.3.1.4: no ACK for our 2xx within 64*T1: the session is torn down with a BYE.
                 self._send_bye(leg)
                 self._end(leg, EndReason.ACK_TIMEOUT, None, keep_dialog=True)
-        elif isinstance(entry.txn, ClientNonInviteTransaction):
+        elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
+            if leg.state is LegState.INCOMING:
+                self._end(leg, EndReason.TIMEOUT, 408)  # timer B: no final response (17.1.1.2)
+        elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "BYE":
             # BYE got no final response: the dialog is gone for us all the same (15.1.1).
             self._forget_dialog(leg)
 
@@ -692,21 +851,11 @@ class SipEndpoint:
 
     def _send_bye(self, leg: Leg) -> None:
         assert leg.dialog is not None
-        via = Via(
-            "UDP" if leg.peer.transport == "udp" else leg.peer.transport.upper(),
-            self.config.host,
-            self.config.port,
-            {"branch": new_branch(), "rport": None},
-        )
-        bye = leg.dialog.create_request("BYE", via=via)
+        bye = leg.dialog.create_request("BYE", via=self._via(leg.peer))
         bye.headers.add("User-Agent", self.config.user_agent)
         peer = self._request_peer(leg)
-        txn = ClientNonInviteTransaction(bye, reliable=peer.reliable, timers=self.config.timers)
-        entry = _TxnEntry(next(self._txn_ids), txn, peer, leg=leg)
-        self._client[txn.key] = entry
-        self._by_id[entry.id] = entry
         leg.state = LegState.ENDING
-        self._run(entry, txn.start())
+        self._add_client(ClientNonInviteTransaction(bye, reliable=peer.reliable, timers=self.config.timers), peer, leg)
 
     def _request_peer(self, leg: Leg) -> Peer:
         """Where an in-dialog request goes: the same stream connection when the call came over one, else the next hop
@@ -760,9 +909,11 @@ def _as_invite_key_probe(cancel: Request) -> Request:
 
 
 __all__ = [
+    "CallAnswered",
     "CallConfirmed",
     "CallEnded",
     "CallEvent",
+    "CallProgress",
     "ClearTimer",
     "DigitInfo",
     "EndReason",
