@@ -195,7 +195,8 @@ class Leg:
     outgoing: bool = False  # we sent the INVITE (the simulator's caller, a bridge to a queue endpoint)
     client_txn: ClientInviteTransaction | None = None
     provisional: bool = False  # a 1xx arrived for our INVITE: a CANCEL may now be sent (RFC 3261 9.1)
-    cancel_pending: bool = False
+    cancel_pending: bool = False  # cancel() before any 1xx: the CANCEL goes out with the first one
+    cancel_requested: bool = False
     ack: bytes | None = None  # our ACK for the 2xx, resent when the 2xx is retransmitted (13.2.2.4)
     answer: Response | None = None
     id: int = field(default_factory=itertools.count(1).__next__)
@@ -410,6 +411,7 @@ class SipEndpoint:
         """Cancel an outgoing call that has not been answered (RFC 3261 9.1): CANCEL once a 1xx has arrived."""
         if not leg.outgoing or leg.state is not LegState.INCOMING or leg.client_txn is None:
             return
+        leg.cancel_requested = True
         if not leg.provisional:
             leg.cancel_pending = True
             return
@@ -669,7 +671,7 @@ class SipEndpoint:
         leg.ack = ack.to_bytes()
         leg.answer = response
         self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
-        if leg.cancel_pending or leg.end_reason is not None:
+        if leg.cancel_requested or leg.end_reason is not None:
             # 2xx raced our CANCEL (9.1): the call was answered anyway; end it with a BYE.
             leg.state = LegState.CONFIRMED
             self._send_bye(leg)

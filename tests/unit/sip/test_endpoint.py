@@ -7,8 +7,10 @@ import re
 import pytest
 
 from ivr.sip.endpoint import (
+    CallAnswered,
     CallConfirmed,
     CallEnded,
+    CallProgress,
     ClearTimer,
     DigitInfo,
     EndpointConfig,
@@ -511,3 +513,120 @@ def test_info_outside_a_dialog_is_481() -> None:
     h = Harness()
     h.feed(info("nope", 1, "application/dtmf", b"1").replace(b";tag=nope", b""))
     assert h.statuses() == [481]
+
+
+# ---- the UAC role --------------------------------------------------------------------------------------------------
+
+QUEUE = Peer("127.0.0.1", 5080, "udp")
+
+
+def place_call(h: Harness) -> tuple[Leg, Request]:
+    leg = h.ep.call(
+        request_uri="sip:billing@127.0.0.1:5080",
+        from_uri="sip:ivr@127.0.0.1:5060",
+        to_uri="sip:billing@127.0.0.1:5080",
+        peer=QUEUE,
+        sdp=SDP,
+        display_name="IVR",
+    )
+    h.pump()
+    ((_, invite, peer),) = h.sent
+    h.sent.clear()
+    assert isinstance(invite, Request) and invite.method == "INVITE" and peer == QUEUE
+    return leg, invite
+
+
+def reply(invite: Request, status: int, to_tag: str | None = "callee", body: bytes = b"") -> bytes:
+    headers = "".join(f"{n}: {v}\r\n" for n, v in invite.headers if n in ("Via", "From", "Call-ID", "CSeq"))
+    to = invite.headers.get("To") or ""
+    if to_tag and status > 100:
+        to += f";tag={to_tag}"
+    contact = "Contact: <sip:billing@127.0.0.1:5080>\r\n" if status < 300 else ""
+    ctype = "Content-Type: application/sdp\r\n" if body else ""
+    return (
+        f"SIP/2.0 {status} X\r\n{headers}To: {to}\r\n{contact}{ctype}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_outgoing_call_is_answered_acked_and_reacked_on_a_retransmitted_200() -> None:
+    h = Harness()
+    leg, invite = place_call(h)
+    assert invite.from_.tag == leg.local_tag and invite.from_.display == "IVR"
+    assert invite.content_type == "application/sdp" and invite.body == SDP
+    h.feed(reply(invite, 180), peer=QUEUE)
+    assert isinstance(h.event(CallProgress), CallProgress)
+    h.feed(reply(invite, 200, body=SDP), peer=QUEUE)
+    answered = h.event(CallAnswered)
+    assert answered.response.body == SDP  # type: ignore[attr-defined]
+    (ack,) = h.take()
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.cseq.number == 1
+    assert ack.uri == "sip:billing@127.0.0.1:5080" and ack.to.tag == "callee"
+    h.feed(reply(invite, 200, body=SDP), peer=QUEUE)
+    assert [m.method for m in h.take() if isinstance(m, Request)] == ["ACK"]
+    assert len([e for e in h.events if isinstance(e, CallAnswered)]) == 1
+
+
+def test_outgoing_call_busy_ends_failed_and_the_transaction_acks_it() -> None:
+    h = Harness()
+    _leg, invite = place_call(h)
+    h.feed(reply(invite, 486), peer=QUEUE)
+    ended = h.event(CallEnded)
+    assert ended.reason is EndReason.FAILED and ended.status == 486  # type: ignore[attr-defined]
+    (ack,) = h.take()
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.top_via.branch == invite.top_via.branch
+
+
+def test_cancel_waits_for_a_provisional_then_487_ends_cancelled() -> None:
+    h = Harness()
+    leg, invite = place_call(h)
+    h.ep.cancel(leg)
+    h.pump()
+    assert h.take() == []  # RFC 3261 9.1: no CANCEL before a provisional response
+    h.feed(reply(invite, 100, to_tag=None), peer=QUEUE)
+    (cancel,) = h.take()
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    assert cancel.top_via.branch == invite.top_via.branch and cancel.cseq.number == 1
+    h.feed(reply(invite, 487), peer=QUEUE)
+    assert h.event(CallEnded).reason is EndReason.CANCELLED  # type: ignore[attr-defined]
+
+
+def test_200_racing_a_cancel_is_acked_then_ended_with_bye() -> None:
+    h = Harness()
+    leg, invite = place_call(h)
+    h.feed(reply(invite, 180), peer=QUEUE)
+    h.ep.cancel(leg)
+    h.pump()
+    h.take()
+    h.feed(reply(invite, 200, body=SDP), peer=QUEUE)
+    assert [m.method for m in h.take() if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert not [e for e in h.events if isinstance(e, CallAnswered)]
+
+
+def test_unanswered_invite_times_out_with_408() -> None:
+    h = Harness()
+    place_call(h)
+    h.advance(40)
+    ended = h.event(CallEnded)
+    assert ended.reason is EndReason.TIMEOUT and ended.status == 408  # type: ignore[attr-defined]
+    invites = [m for m in h.take() if isinstance(m, Request) and m.method == "INVITE"]
+    assert len(invites) == 6  # timer A: 0.5, 1, 2, 4, 8, 16 s retransmissions before timer B at 32 s
+
+
+def test_outgoing_leg_sends_info_digits_and_hears_the_callees_bye() -> None:
+    h = Harness()
+    leg, invite = place_call(h)
+    h.feed(reply(invite, 200, body=SDP), peer=QUEUE)
+    h.take()
+    h.ep.send_info_digit(leg, "7", 120)
+    h.pump()
+    (info_req,) = h.take()
+    assert isinstance(info_req, Request) and info_req.method == "INFO" and info_req.cseq.number == 2
+    assert info_req.body == b"Signal=7\r\nDuration=120\r\n"
+    bye = (
+        f"BYE sip:ivr@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-qbye\r\n"
+        f"From: <sip:billing@127.0.0.1:5080>;tag=callee\r\nTo: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    h.feed(bye, peer=QUEUE)
+    assert [m.status for m in h.take() if isinstance(m, Response)] == [200]
+    assert h.event(CallEnded).reason is EndReason.REMOTE_BYE  # type: ignore[attr-defined]
