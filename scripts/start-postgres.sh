@@ -9,7 +9,7 @@ if ! command -v pg_lsclusters >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 read -r version cluster _ < <(pg_lsclusters --no-header | head -1)
-$SUDO pg_ctlcluster "$version" "$cluster" start 2>/dev/null || true
+$SUDO pg_ctlcluster "$version" "$cluster" start >/dev/null 2>&1 || true
 psql_as_postgres() {
     if [ -n "$SUDO" ]; then sudo -u postgres psql -qAt -c "$1"; else su postgres -s /bin/sh -c "psql -qAt -c \"$1\""; fi
 }

@@ -9,7 +9,7 @@ Loading reads the file and resamples it: it blocks for as long as that takes. Lo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -21,7 +21,15 @@ import soxr
 
 from ivr.media import g711
 
-__all__ = ["AUDIO_SUFFIXES", "Prompt", "PromptCache", "PromptError", "PromptNotLoaded", "load_prompt"]
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "Prompt",
+    "PromptCache",
+    "PromptError",
+    "PromptNotLoaded",
+    "load_prompt",
+    "wait_audio",
+]
 
 SAMPLE_RATE: Final = g711.CLOCK_RATE
 AUDIO_SUFFIXES: Final = (".wav", ".flac", ".ogg")
@@ -94,6 +102,27 @@ def load_prompt(name: str, path: Path) -> Prompt:
     # Scale by 32768 so that 16-bit PCM read as float comes back exactly; clip the one value out of range.
     pcm = np.clip(np.rint(mono * 32768.0), -32768, 32767).astype(np.int16)
     return Prompt(name, pcm)
+
+
+def wait_audio(name: str, prompts: Sequence[Prompt], *, gap: float = 0.0) -> Prompt:
+    """One prompt made of ``prompts`` one after another, each followed by ``gap`` seconds of silence: wait audio
+    (music on hold, "your call is important to us") to play with ``loop=True`` until something else is played.
+
+    The audio is joined sample by sample and encoded once, so there is no padding between the prompts; the loop
+    wraps on a frame boundary (the end is padded to a whole frame, as every prompt is). ``MediaStream.play()``
+    replaces it without a gap, and ``on_done`` of the next prompt can start it again: switching to and from wait
+    audio keeps one talk-spurt."""
+    if not prompts:
+        raise ValueError("wait audio needs at least one prompt")
+    if gap < 0:
+        raise ValueError("gap must not be negative")
+    silence = np.zeros(round(gap * SAMPLE_RATE), dtype=np.int16)
+    parts: list[npt.NDArray[np.int16]] = []
+    for prompt in prompts:
+        parts.append(prompt.pcm)
+        if len(silence):
+            parts.append(silence)
+    return Prompt(name, np.concatenate(parts))
 
 
 class PromptCache:

@@ -5,15 +5,24 @@ Receiving: the socket is watched with ``loop.add_reader``; each wake-up drains t
 ``BlockingIOError``, tells when the queue is empty). Packets from a
 source other than the remote are dropped and counted, except that with ``allow_relatch`` the first valid RTP
 packet from another source, arriving before any from the signalled address, moves the remote there (symmetric
-RTP behind NAT). RFC 4733 packets with the negotiated payload type become key presses. Malformed packets are
-counted and dropped; nothing raises into the loop.
+RTP behind NAT). Malformed packets are counted and dropped; nothing raises into the loop. Every packet from the
+remote feeds the RFC 3550 reception statistics (``reception``: expected, lost, jitter), kept for the call record.
+
+Digits: RFC 4733 packets with the negotiated payload type, or in-band tones, as ``dtmf_mode`` says (``auto``:
+RFC 4733 when a telephone-event payload type was negotiated, in-band otherwise). A press is announced once, at its
+start, through ``on_digit(key)`` and ``on_digit_event(DigitEvent)`` (both via ``loop.call_soon``, so a barge-in
+can stop the prompt before the next tick); ``on_digit_end(DigitEvent)`` follows when the key is released.
+
+Decoded audio: ``add_audio_consumer(callback)`` turns on the inbound audio path (a ``JitterBuffer`` that reorders,
+drops duplicates, decodes and fills gaps with silence) and hands every consumer contiguous 20 ms int16 frames.
+Nothing is decoded while nobody listens (and the in-band detector is off).
 
 Sending: ``play()`` registers the stream with the ``MediaClock``, which calls ``send_tick()`` every 20 ms; the
 stream sends one frame per tick through a preallocated packet buffer (``RtpHeaderWriter``) with
 ``sock.sendto``; errors are counted, never raised. Sequence numbers start at random and go up by one per packet
 sent; timestamps are ``random base + tick * 160`` and so advance in real time while the stream is idle (nothing
 is sent while idle: silence suppression) or on hold. The first packet after a gap (start of a talk-spurt) has
-the marker bit.
+the marker bit. ``send_digit()`` sends an RFC 4733 key press on the same clock (the prompt pauses meanwhile).
 """
 
 from __future__ import annotations
@@ -24,17 +33,30 @@ import ipaddress
 import secrets
 import socket
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from termios import FIONREAD
-from typing import Final
+from typing import Final, get_args
 
 from ivr.media import g711
 from ivr.media.clock import MediaClock
+from ivr.media.digits import DigitEvent, DtmfMode, normalize_key
+from ivr.media.dtmf_inband import InbandDtmfDetector
+from ivr.media.jitterbuffer import JitterBuffer, Pcm, ReceptionStats
 from ivr.media.rtp import RtpError, RtpHeaderWriter, parse_header
-from ivr.media.telephone_event import EventCounter, TelephoneEvent
+from ivr.media.telephone_event import MAX_DURATION, EventCounter, TelephoneEvent, key_press_events
 
-__all__ = ["MAX_DATAGRAMS_PER_WAKEUP", "RECEIVE_BUFFER_SIZE", "MediaStream", "StreamStats"]
+__all__ = [
+    "MAX_DATAGRAMS_PER_WAKEUP",
+    "RECEIVE_BUFFER_SIZE",
+    "AudioConsumer",
+    "MediaStream",
+    "StreamStats",
+]
+
+AudioConsumer = Callable[[Pcm], None]
+"""Called with each 20 ms frame of the caller's audio (read-only int16, 160 samples at 8 kHz), in order."""
 
 RECEIVE_BUFFER_SIZE: Final = 2048
 """Larger datagrams are not G.711 or telephone-event RTP; they are counted as malformed."""
@@ -63,6 +85,8 @@ class StreamStats:
     receive_errors: int = 0
     relatched: int = 0
     dtmf_digits: int = 0
+    """Key presses heard in the media (RFC 4733 or in-band, as ``dtmf_mode`` says)."""
+    dtmf_digits_sent: int = 0
 
 
 def _normalize(addr: tuple[str, int], family: int) -> tuple[str, int]:
@@ -79,23 +103,41 @@ def _normalize(addr: tuple[str, int], family: int) -> tuple[str, int]:
     return str(ip), port
 
 
+class _DigitSend:
+    """An RFC 4733 key press being sent: one serialized report per tick, all with the timestamp of the first."""
+
+    __slots__ = ("key", "payloads", "position", "timestamp")
+
+    def __init__(self, key: str, payloads: list[bytes]) -> None:
+        self.key = key
+        self.payloads = payloads
+        self.position = 0
+        self.timestamp = 0
+
+
 class MediaStream:
     """RTP for one call leg. ``clock`` defaults to the shared ``MediaClock.for_loop(loop)``.
 
-    ``on_digit(key)`` is called (via ``loop.call_soon``) once per RFC 4733 key press; ``on_audio(sequence,
-    timestamp, payload)`` is called directly for every accepted packet of the negotiated codec (for DTMF
-    detection in-band, VAD or recording; leave it None when nobody listens, it costs a copy per packet).
+    ``on_digit(key)`` and ``on_digit_event(event)`` are called (via ``loop.call_soon``) once per key press, at its
+    start; ``on_digit_end(event)`` when it ends (see ``DigitEvent``). ``on_audio(sequence, timestamp, payload)``
+    is called directly for every accepted packet of the negotiated codec, undecoded and in arrival order (leave
+    it None when nobody listens, it costs a copy per packet); ``add_audio_consumer`` gives decoded, ordered frames.
     """
 
     __slots__ = (
         "_buffer",
         "_clock",
         "_closed",
+        "_consumers",
         "_contiguous_tick",
         "_count",
+        "_dtmf_mode",
+        "_event_writer",
         "_fd",
         "_frames",
         "_hold",
+        "_inband",
+        "_jitter",
         "_loop",
         "_looping",
         "_on_done",
@@ -106,23 +148,28 @@ class MediaStream:
         "_pt",
         "_pt_marker",
         "_rbuf",
+        "_reception",
         "_relatch_armed",
         "_remote",
+        "_rfc4733",
         "_sendto",
         "_sequence",
         "_sock",
         "_spt",
         "_stats",
+        "_telephone_event_pt",
         "_timestamp_base",
+        "_tx_digits",
         "_writer",
         "allow_relatch",
         "codec",
         "dtmf",
         "on_audio",
         "on_digit",
+        "on_digit_end",
+        "on_digit_event",
         "payload_type",
         "ssrc",
-        "telephone_event_pt",
     )
 
     def __init__(
@@ -139,15 +186,20 @@ class MediaStream:
         clock: MediaClock | None = None,
         on_digit: Callable[[str], None] | None = None,
         on_audio: Callable[[int, int, bytes], None] | None = None,
+        on_digit_event: Callable[[DigitEvent], None] | None = None,
+        on_digit_end: Callable[[DigitEvent], None] | None = None,
+        dtmf_mode: DtmfMode = "auto",
     ) -> None:
         self.codec = g711.codec_key(codec)
         self.payload_type = payload_type
-        self.telephone_event_pt = telephone_event_pt
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
         self.allow_relatch = allow_relatch
         self.on_digit = on_digit
+        self.on_digit_event = on_digit_event
+        self.on_digit_end = on_digit_end
         self.on_audio = on_audio
         self._stats = StreamStats()
+        self._reception = ReceptionStats()
         self.dtmf = EventCounter()
         self._loop = loop
         self._clock = clock if clock is not None else MediaClock.for_loop(loop)
@@ -159,6 +211,7 @@ class MediaStream:
         self._writer = RtpHeaderWriter(payload_type, self.ssrc, self._spt)
         self._buffer = self._writer.buffer
         self._pack_packet = self._writer.pack_into
+        self._event_writer: RtpHeaderWriter | None = None
         self._pt = payload_type
         self._pt_marker = payload_type | 0x80
         self._packets_sent = 0
@@ -170,8 +223,18 @@ class MediaStream:
         self._position = 0
         self._looping = False
         self._on_done: Callable[[], None] | None = None
+        self._tx_digits: deque[_DigitSend] = deque()
         self._hold = False
         self._closed = False
+        self._consumers: tuple[AudioConsumer, ...] = ()  # replaced, never mutated: safe to iterate while one leaves
+        self._jitter: JitterBuffer | None = None
+        self._inband: InbandDtmfDetector | None = None
+        self._rfc4733 = False
+        self._telephone_event_pt = telephone_event_pt
+        if dtmf_mode not in get_args(DtmfMode):
+            raise ValueError(f"dtmf_mode must be one of {get_args(DtmfMode)}, got {dtmf_mode!r}")
+        self._dtmf_mode: DtmfMode = dtmf_mode
+        self._apply_dtmf_mode()
         self._rbuf = bytearray(RECEIVE_BUFFER_SIZE)
         self._pending = array("i", [0])
         sock.setblocking(False)
@@ -187,6 +250,40 @@ class MediaStream:
         stats.packets_sent = self._packets_sent
         stats.octets_sent = self._packets_sent * self._spt
         return stats
+
+    @property
+    def reception(self) -> ReceptionStats:
+        """RFC 3550 reception statistics of what the remote sent (expected, received, lost, jitter)."""
+        return self._reception
+
+    @property
+    def jitter_buffer(self) -> JitterBuffer | None:
+        """The inbound audio path's buffer while someone listens (consumers or the in-band detector)."""
+        return self._jitter
+
+    def call_record(self) -> dict[str, int | float | str]:
+        """Media figures for the call detail record: packets both ways, loss, jitter, digits, buffer counters."""
+        stats = self.stats
+        record: dict[str, int | float | str] = {
+            "codec": self.codec,
+            "dtmf_mode": self._dtmf_mode,
+            "dtmf_heard": self.dtmf_source or "none",
+            "rtp_packets_sent": stats.packets_sent,
+            "rtp_octets_sent": stats.octets_sent,
+            "rtp_send_errors": stats.send_errors,
+            "rtp_octets_received": stats.octets_received,
+            "rtp_dropped_wrong_source": stats.dropped_wrong_source,
+            "rtp_dropped_malformed": stats.dropped_malformed,
+            "rtp_ignored_payload_type": stats.ignored_payload_type,
+            "rtp_relatched": stats.relatched,
+            "dtmf_digits": stats.dtmf_digits,
+            "dtmf_digits_sent": stats.dtmf_digits_sent,
+        }
+        record.update(self._reception.as_record())
+        if self._jitter is not None:
+            for name, value in asdict(self._jitter.stats).items():
+                record[f"jitter_buffer_{name}"] = value
+        return record
 
     @property
     def remote(self) -> tuple[str, int]:
@@ -206,6 +303,10 @@ class MediaStream:
         return self._count > 0
 
     @property
+    def sending_digits(self) -> bool:
+        return bool(self._tx_digits)
+
+    @property
     def on_hold(self) -> bool:
         return self._hold
 
@@ -221,6 +322,161 @@ class MediaStream:
     def timestamp_for(self, tick: int) -> int:
         """The RTP timestamp of a frame sent on clock tick ``tick``."""
         return (self._timestamp_base + tick * self._spt) & 0xFFFFFFFF
+
+    # -- digits ---------------------------------------------------------------------------------------------
+
+    @property
+    def telephone_event_pt(self) -> int | None:
+        """The negotiated telephone-event payload type (None: not negotiated). Setting it (re-INVITE) applies
+        ``dtmf_mode`` again."""
+        return self._telephone_event_pt
+
+    @telephone_event_pt.setter
+    def telephone_event_pt(self, pt: int | None) -> None:
+        self._telephone_event_pt = pt
+        self._apply_dtmf_mode()
+
+    @property
+    def dtmf_mode(self) -> DtmfMode:
+        return self._dtmf_mode
+
+    @dtmf_mode.setter
+    def dtmf_mode(self, mode: DtmfMode) -> None:
+        if mode not in get_args(DtmfMode):
+            raise ValueError(f"dtmf_mode must be one of {get_args(DtmfMode)}, got {mode!r}")
+        self._dtmf_mode = mode
+        self._apply_dtmf_mode()
+
+    @property
+    def dtmf_source(self) -> str | None:
+        """What the stream listens to for digits now: "rfc4733", "inband" or None."""
+        if self._rfc4733:
+            return "rfc4733"
+        return "inband" if self._inband is not None else None
+
+    def _apply_dtmf_mode(self) -> None:
+        mode = self._dtmf_mode
+        if mode == "auto":
+            mode = "rfc4733" if self._telephone_event_pt is not None else "inband"
+        self._rfc4733 = mode == "rfc4733" and self._telephone_event_pt is not None
+        if mode == "inband":
+            if self._inband is None:
+                self._inband = InbandDtmfDetector()
+        elif self._inband is not None:
+            ended = self._inband.flush()
+            self._inband = None
+            if ended is not None:
+                self._digit_ended(ended)
+        self._update_audio_path()
+
+    def _digit_started(self, digit: DigitEvent) -> None:
+        self._stats.dtmf_digits += 1
+        call_soon = self._loop.call_soon
+        if self.on_digit is not None:
+            call_soon(self.on_digit, digit.key)
+        if self.on_digit_event is not None:
+            call_soon(self.on_digit_event, digit)
+
+    def _digit_ended(self, digit: DigitEvent) -> None:
+        if self.on_digit_end is not None:
+            self._loop.call_soon(self.on_digit_end, digit)
+
+    def _deliver(self, started: DigitEvent | None, ended: DigitEvent | None) -> None:
+        if ended is not None and ended is not started:
+            self._digit_ended(ended)
+        if started is not None:
+            self._digit_started(started)
+            if started.ended:
+                self._digit_ended(started)
+
+    def send_digit(self, key: str, duration_ms: int = 100, volume: int = 10) -> None:
+        """Send one RFC 4733 key press on the media clock: from the next tick on, a first report with the marker
+        bit, an update every tick (all with the timestamp of the first), then the end report three times. The
+        prompt playing (if any) pauses meanwhile and goes on afterwards; presses queued one after another follow
+        each other (each with its own timestamp). ``volume`` is in -dBm0 (0..63). On hold nothing is sent, but
+        the press takes its time as if it were."""
+        if self._closed:
+            raise RuntimeError("send_digit() on a closed MediaStream")
+        pt = self._telephone_event_pt
+        if pt is None:
+            raise RuntimeError("no telephone-event payload type was negotiated: RFC 4733 digits cannot be sent")
+        key = normalize_key(key)
+        units = duration_ms * 8  # the telephone-event clock is 8 kHz
+        if not 0 < units <= MAX_DURATION:
+            raise ValueError(f"duration_ms must be 1..{MAX_DURATION // 8}, got {duration_ms}")
+        if not 0 <= volume <= 63:
+            raise ValueError(f"volume is 0..63 (-dBm0), got {volume}")
+        reports = key_press_events(key, duration=units, interval=self._spt, volume=volume)
+        if self._event_writer is None or self._event_writer.payload_type != pt:
+            self._event_writer = RtpHeaderWriter(pt, self.ssrc, 4)
+        self._tx_digits.append(_DigitSend(key, [report.serialize() for report in reports]))
+        self._clock.add(self)
+
+    def _send_digit_tick(self, tick: int) -> None:
+        send = self._tx_digits[0]
+        writer = self._event_writer
+        assert writer is not None  # created by send_digit
+        position = send.position
+        if position == 0:
+            send.timestamp = (self._timestamp_base + tick * self._spt) & 0xFFFFFFFF
+        if not self._hold:
+            byte1 = writer.payload_type | 0x80 if position == 0 else writer.payload_type
+            payload = send.payloads[position]
+            writer.pack_into(writer.buffer, 1, byte1, self._sequence, send.timestamp, self.ssrc, payload)
+            try:
+                self._sendto(writer.buffer, self._remote)
+                self._packets_sent += 1
+            except OSError:
+                self._stats.send_errors += 1
+            self._sequence = (self._sequence + 1) & 0xFFFF
+        self._contiguous_tick = -1  # the audio after the press starts a new talk-spurt (marker bit)
+        position += 1
+        if position < len(send.payloads):
+            send.position = position
+            return
+        self._tx_digits.popleft()
+        self._stats.dtmf_digits_sent += 1
+        if not self._tx_digits and not self._count:
+            self._clock.discard(self)
+
+    # -- decoded audio ----------------------------------------------------------------------------------------
+
+    def add_audio_consumer(self, consumer: AudioConsumer) -> None:
+        """Hand ``consumer`` every 20 ms frame of the caller's audio from now on (see ``AudioConsumer``). It is
+        called directly from the receive path: it must be quick and must not block (queue heavy work)."""
+        self._consumers = (*self._consumers, consumer)
+        self._update_audio_path()
+
+    def remove_audio_consumer(self, consumer: AudioConsumer) -> None:
+        """Stop handing frames to ``consumer`` (no-op if it is not one)."""
+        if consumer not in self._consumers:
+            return
+        remaining = list(self._consumers)
+        remaining.remove(consumer)
+        self._consumers = tuple(remaining)
+        self._update_audio_path()
+
+    def _update_audio_path(self) -> None:
+        if self._consumers or self._inband is not None:
+            if self._jitter is None:
+                self._jitter = JitterBuffer(self.codec)  # 20 ms frames, whatever our own ptime
+        else:
+            self._jitter = None
+
+    def _audio_frames(self, frames: Sequence[Pcm]) -> None:
+        inband = self._inband
+        for frame in frames:
+            if inband is not None:
+                started, ended = inband.feed(frame)
+                if started is not None or ended is not None:
+                    self._deliver(started, ended)
+            for consumer in self._consumers:
+                try:
+                    consumer(frame)
+                except Exception as exc:  # a consumer's bug must not stop the receive path
+                    self._loop.call_exception_handler(
+                        {"message": "MediaStream audio consumer failed", "exception": exc}
+                    )
 
     # -- control --------------------------------------------------------------------------------------------
 
@@ -248,11 +504,13 @@ class MediaStream:
         self._clock.add(self)
 
     def stop_playback(self) -> None:
-        """Stop sending now (``on_done`` is not called). The next ``play()`` starts a new talk-spurt."""
+        """Stop sending now (``on_done`` is not called). The next ``play()`` starts a new talk-spurt. Key
+        presses being sent (``send_digit``) go on."""
         self._count = 0
         self._frames = ()
         self._on_done = None
-        self._clock.discard(self)
+        if not self._tx_digits:
+            self._clock.discard(self)
 
     def set_remote(self, addr: tuple[str, int]) -> None:
         """Send to and accept from ``addr`` from now on (re-INVITE); re-arms the NAT re-latch if allowed."""
@@ -265,19 +523,34 @@ class MediaStream:
         self._hold = hold
 
     def close(self) -> None:
-        """Stop playback, leave the clock, stop reading and close the socket (idempotent). The RTP port goes
-        back to its pool with ``RtpPortPool.release``, which is the caller's job."""
+        """Stop playback and digit sending, leave the clock, stop reading and close the socket (idempotent). The
+        audio still held in the jitter buffer goes to the consumers, and a key press in progress ends. The RTP
+        port goes back to its pool with ``RtpPortPool.release``, which is the caller's job."""
         if self._closed:
             return
         self._closed = True
+        self._tx_digits.clear()
         self.stop_playback()
         self._loop.remove_reader(self._fd)
         self._sock.close()
+        if self._jitter is not None:
+            self._audio_frames(self._jitter.flush())
+        if self._inband is not None:
+            ended = self._inband.flush()
+            if ended is not None:
+                self._digit_ended(ended)
+        current = self.dtmf.current
+        if current is not None and not current.ended:
+            current.ended = True
+            self._digit_ended(current)
 
     # -- sending (called by the clock) ------------------------------------------------------------------------
 
     def send_tick(self, tick: int) -> None:
         """Send the next frame for clock tick ``tick``. Allocates nothing but the ``sendto`` call's own work."""
+        if self._tx_digits:
+            self._send_digit_tick(tick)  # the prompt waits while a key press is sent
+            return
         # Bound methods held in slots are read into locals first: a call like ``self._sendto(...)`` does not
         # specialise in CPython 3.11 (LOAD_METHOD on an instance slot) and costs a generic descriptor lookup.
         position = self._position
@@ -319,6 +592,8 @@ class MediaStream:
         buf = self._rbuf
         stats = self._stats
         pending = self._pending
+        # One clock reading per wake-up (the datagrams drained here arrived together), in RTP timestamp units.
+        arrival = int(self._loop.time() * g711.CLOCK_RATE)
         for count in range(MAX_DATAGRAMS_PER_WAKEUP):
             # After the first datagram, ask the kernel whether another one is queued (FIONREAD gives the size of
             # the next datagram) rather than calling recvfrom until it raises: raising BlockingIOError on every
@@ -342,7 +617,9 @@ class MediaStream:
                 continue
             try:
                 payload_type, marker, sequence, timestamp, ssrc, start, end = parse_header(buf, nbytes)
-                event = TelephoneEvent.parse(buf, start, end) if payload_type == self.telephone_event_pt else None
+                event = (
+                    TelephoneEvent.parse(buf, start, end) if payload_type == self._telephone_event_pt else None
+                )
             except RtpError:
                 stats.dropped_malformed += 1
                 continue
@@ -355,13 +632,13 @@ class MediaStream:
             self._relatch_armed = False
             stats.packets_received += 1
             stats.octets_received += end - start
-            if event is not None:
-                key = self.dtmf.feed(timestamp, event, marker=marker, ssrc=ssrc)
-                if key is not None:
-                    stats.dtmf_digits += 1
-                    if self.on_digit is not None:
-                        self._loop.call_soon(self.on_digit, key)
-            elif payload_type == self.payload_type:
+            if payload_type == self.payload_type:
+                self._reception.update(ssrc, sequence, timestamp, arrival, True)
+                jitter = self._jitter
+                if jitter is not None:
+                    frames = jitter.push(sequence, timestamp, bytes(buf[start:end]), ssrc)
+                    if frames:
+                        self._audio_frames(frames)
                 on_audio = self.on_audio
                 if on_audio is not None:
                     try:
@@ -370,5 +647,17 @@ class MediaStream:
                         self._loop.call_exception_handler(
                             {"message": "MediaStream on_audio callback failed", "exception": exc}
                         )
+                continue
+            self._reception.update(ssrc, sequence, timestamp, arrival, False)
+            jitter = self._jitter
+            if jitter is not None:
+                jitter.push(sequence, timestamp, None, ssrc)  # keeps its place in the sequence
+            if event is not None:
+                if self._rfc4733:
+                    started, ended = self.dtmf.feed_event(
+                        timestamp, event, marker=marker, ssrc=ssrc, sequence=sequence
+                    )
+                    if started is not None or ended is not None:
+                        self._deliver(started, ended)
             else:
                 stats.ignored_payload_type += 1

@@ -3,8 +3,9 @@
 A key press is sent as a run of RTP packets that all carry the RTP timestamp of the moment the key went down:
 a first packet (normally with the marker bit), updates with a growing duration, then the final packet with the
 E (end) bit, usually sent three times. Any of them may be lost, duplicated or reordered. ``EventCounter`` turns
-that packet sequence back into distinct key presses: a press is identified by (SSRC, RTP timestamp), so a
-start without the marker bit, the repeated end packets and retransmissions all count once.
+that packet sequence back into distinct key presses (``DigitEvent``, with duration and volume): a press is
+identified by (SSRC, RTP timestamp, event code), so a start without the marker bit, the repeated end packets and
+retransmissions all count once, and a new press of the same key (a new timestamp) counts again.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from ivr.media.digits import DTMF_KEYS, DigitEvent
 from ivr.media.rtp import RtpError
 
 __all__ = [
     "DTMF_KEYS",
     "PAYLOAD_SIZE",
+    "DigitEvent",
     "EventCounter",
     "TelephoneEvent",
     "event_code",
     "key_press_events",
 ]
-
-DTMF_KEYS: Final = "0123456789*#ABCD"
-"""Event codes 0..15 (RFC 4733 section 3.2) are the DTMF keys, in this order."""
 
 PAYLOAD_SIZE: Final = 4
 MAX_DURATION: Final = 0xFFFF
@@ -92,65 +92,133 @@ def key_press_events(
 
 
 class _Press:
-    __slots__ = ("duration", "ended", "event", "ssrc", "timestamp")
+    __slots__ = ("base", "digit", "event", "last_sequence", "segment", "ssrc", "timestamp")
 
-    def __init__(self, ssrc: int, timestamp: int, event: int, duration: int, ended: bool) -> None:
+    def __init__(self, ssrc: int, timestamp: int, event: int, digit: DigitEvent, sequence: int | None) -> None:
         self.ssrc = ssrc
-        self.timestamp = timestamp
+        self.timestamp = timestamp  # of the current segment
         self.event = event
-        self.duration = duration
-        self.ended = ended
+        self.base = 0  # timestamp units of the earlier segments of a long event
+        self.segment = 0  # the longest duration seen in the current segment
+        self.digit = digit
+        self.last_sequence = sequence
+
+
+_NOTHING: Final[tuple[None, None]] = (None, None)
+
+
+def _newer(sequence: int, than: int) -> bool:
+    return 0 < (sequence - than) & 0xFFFF < 0x8000
 
 
 class EventCounter:
-    """Counts distinct DTMF key presses in a stream of telephone-event packets.
+    """Turns telephone-event packets into distinct DTMF key presses (``DigitEvent``).
 
-    ``feed()`` returns the key ("0".."9", "*", "#", "A".."D") the first time a packet of a new press arrives,
-    whether or not that packet has the marker bit, and None for every further packet of the same press
-    (updates, the repeated end packets, retransmissions, late reordered packets). An event longer than the
-    16-bit duration field is sent as segments (RFC 4733 section 2.5.1.3) with new timestamps; a segment that
-    continues the current unfinished press exactly where it left off is not a new press. Events that are not
-    DTMF keys (flash, tones) are ignored.
+    ``feed_event()`` gives ``(started, ended)``: ``started`` is a new ``DigitEvent`` the first time a packet of a
+    new press arrives, whether or not that packet has the marker bit (so a press whose first packets were lost
+    still counts, once); ``ended`` is the press that finished with this packet: its first end packet, or an
+    unfinished press that a new one replaced (its end packets were all lost). Further packets of a press
+    (updates, the repeated end packets, retransmissions, late reordered packets) give ``(None, None)`` and only
+    bring the press's ``duration_ms`` up to date. A press is identified by (SSRC, RTP timestamp, event code).
+
+    Long events (RFC 4733 section 2.5.1.3) arrive as segments with new timestamps; a segment that continues the
+    current unfinished press exactly where it left off is the same press, and its duration adds up. A sender
+    that wrongly reuses the timestamp of a finished press for the next press of the same key is heard when the
+    RTP ``sequence`` is given: a non-end packet newer than every packet of the finished press is a new press.
+    Events that are not DTMF keys (flash, tones) are ignored. ``feed()`` is the key-only form.
     """
 
-    __slots__ = ("_current", "_memory", "_recent", "_recent_order", "presses")
+    __slots__ = ("_current", "_memory", "_recent", "_recent_order", "clock_rate", "presses")
 
-    def __init__(self, memory: int = 16) -> None:
+    def __init__(self, memory: int = 16, *, clock_rate: int = 8000) -> None:
         self.presses = 0
+        self.clock_rate = clock_rate
         self._current: _Press | None = None
-        self._recent: set[tuple[int, int]] = set()
-        self._recent_order: deque[tuple[int, int]] = deque()
+        self._recent: set[tuple[int, int, int]] = set()
+        self._recent_order: deque[tuple[int, int, int]] = deque()
         self._memory = memory
 
+    @property
+    def current(self) -> DigitEvent | None:
+        """The latest press (ended or not), None before the first."""
+        return None if self._current is None else self._current.digit
+
     def feed(self, timestamp: int, report: TelephoneEvent, *, marker: bool = False, ssrc: int = 0) -> str | None:
+        """The key of a press that starts with this packet, else None (see ``feed_event``)."""
+        started, _ = self.feed_event(timestamp, report, marker=marker, ssrc=ssrc)
+        return None if started is None else started.key
+
+    def feed_event(
+        self,
+        timestamp: int,
+        report: TelephoneEvent,
+        *,
+        marker: bool = False,
+        ssrc: int = 0,
+        sequence: int | None = None,
+    ) -> tuple[DigitEvent | None, DigitEvent | None]:
         key = report.key
         if key is None:
-            return None
-        ident = (ssrc, timestamp)
+            return _NOTHING
+        code = report.event
+        ident = (ssrc, timestamp, code)
         current = self._current
-        if current is not None and current.ssrc == ssrc and current.timestamp == timestamp:
-            if report.event == current.event:
-                current.duration = max(current.duration, report.duration)
-                current.ended = current.ended or report.end
-            return None
-        if ident in self._recent:
-            return None  # a late packet of an earlier press
-        continuation = (
+        if current is not None and current.ssrc == ssrc and current.timestamp == timestamp and current.event == code:
+            digit = current.digit
+            repress = (
+                digit.ended
+                and not report.end
+                and sequence is not None
+                and current.last_sequence is not None
+                and _newer(sequence, current.last_sequence)
+            )
+            if not repress:
+                return self._update(current, report, sequence)
+        elif ident in self._recent:
+            return _NOTHING  # a late packet of an earlier press
+        elif (
             current is not None
             and not marker
-            and not current.ended
+            and not current.digit.ended
             and current.ssrc == ssrc
-            and current.event == report.event
-            and (timestamp - current.timestamp) & 0xFFFFFFFF in (current.duration, MAX_DURATION)
-        )
+            and current.event == code
+            and (timestamp - current.timestamp) & 0xFFFFFFFF in (current.segment, MAX_DURATION)
+        ):
+            # The next segment of a long event.
+            current.base += (timestamp - current.timestamp) & 0xFFFFFFFF
+            current.timestamp = timestamp
+            current.segment = 0
+            self._remember(ident)
+            return self._update(current, report, sequence)
+        ended: DigitEvent | None = None
+        if current is not None and not current.digit.ended:
+            current.digit.ended = True
+            ended = current.digit
+        digit = DigitEvent(key, "rfc4733", report.volume)
+        press = _Press(ssrc, timestamp, code, digit, sequence)
+        self._current = press
         self._remember(ident)
-        self._current = _Press(ssrc, timestamp, report.event, report.duration, report.end)
-        if continuation:
-            return None
         self.presses += 1
-        return key
+        self._update(press, report, sequence)
+        return digit, ended
 
-    def _remember(self, ident: tuple[int, int]) -> None:
+    def _update(
+        self, press: _Press, report: TelephoneEvent, sequence: int | None
+    ) -> tuple[DigitEvent | None, DigitEvent | None]:
+        if report.duration > press.segment:
+            press.segment = report.duration
+            press.digit.duration_ms = (press.base + report.duration) * 1000 // self.clock_rate
+        if sequence is not None and (press.last_sequence is None or _newer(sequence, press.last_sequence)):
+            press.last_sequence = sequence
+        digit = press.digit
+        if report.end and not digit.ended:
+            digit.ended = True
+            return None, digit
+        return _NOTHING
+
+    def _remember(self, ident: tuple[int, int, int]) -> None:
+        if ident in self._recent:
+            return
         self._recent.add(ident)
         self._recent_order.append(ident)
         if len(self._recent_order) > self._memory:

@@ -357,3 +357,116 @@ def test_port_pool_reuses_released_ports_last() -> None:
 def test_port_pool_rejects_bad_configuration(host: str, low: int, high: int) -> None:
     with pytest.raises(ValueError):
         RtpPortPool(host, low, high)
+
+
+# -- issue 4: digits both ways, the inbound audio path and recording over real sockets ---------------------------
+
+
+def test_recording_real_loopback_rtp_stops_on_pound(run: Runner, tmp_path: Any) -> None:
+    import soundfile
+
+    from ivr.media import g711
+    from ivr.media.digits import DigitEvent
+    from ivr.media.recorder import Recording, RecordingWriter
+
+    rng = np.random.default_rng(3)
+    audio = rng.integers(-9000, 9000, 160 * 40).astype(np.int16)
+    payload = g711.ulaw_encode(audio)
+    writer = RecordingWriter()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        peer = udp_socket()
+        stream = MediaStream(
+            loop, udp_socket(), codec="PCMU", payload_type=0, remote=peer.getsockname(), telephone_event_pt=101
+        )
+        recording = Recording(writer, tmp_path / "caller.wav", loop=loop, source=stream, silence_seconds=None)
+
+        def on_digit(event: DigitEvent) -> None:
+            recording.digit(event.key, event.source)
+
+        stream.on_digit_event = on_digit
+        target = stream.local_address
+        for i in range(40):  # 0.8 s of audio, sent a little faster than real time
+            peer.sendto(RtpPacket(0, 100 + i, 8000 + 160 * i, 77, payload[i * 160 : (i + 1) * 160]).serialize(), target)
+            await asyncio.sleep(0.004)
+        for i, report in enumerate(key_press_events("#")):
+            packet = RtpPacket(101, 140 + i, 8000 + 160 * 40, 77, report.serialize(), marker=i == 0)
+            peer.sendto(packet.serialize(), target)
+        result = await asyncio.wait_for(recording.wait(), 5)
+        assert (result.stop_reason, result.digit, result.frames_dropped) == ("dtmf", "#", 0)
+        assert result.duration == pytest.approx(0.8)
+        assert stream.jitter_buffer is None  # the recording removed itself: nothing is decoded any more
+        assert stream.reception.received == 47 and stream.reception.lost == 0
+        stream.close()
+        peer.close()
+
+    try:
+        run(scenario)
+    finally:
+        writer.close(timeout=5)
+    data, rate = soundfile.read(str(tmp_path / "caller.wav"), dtype="int16")
+    assert rate == 8000 and np.array_equal(data, g711.ulaw_decode(payload))
+
+
+def test_in_band_tones_over_loopback_are_digits_without_telephone_event(run: Runner) -> None:
+    from ivr.media import g711
+    from ivr.media.digits import DigitEvent
+    from ivr.media.dtmf_inband import dtmf_tone
+
+    parts = [np.zeros(800)]
+    for key in "0888123456#":
+        parts += [dtmf_tone(key, 0.05), np.zeros(400)]
+    pcm = np.clip(np.rint(np.concatenate([*parts, np.zeros(800)])), -32768, 32767).astype(np.int16)
+    payload = g711.alaw_encode(pcm[: len(pcm) - len(pcm) % 160])
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        peer = udp_socket()
+        events: list[DigitEvent] = []
+        stream = MediaStream(
+            loop, udp_socket(), codec="PCMA", payload_type=8, remote=peer.getsockname(), on_digit_event=events.append
+        )
+        assert stream.dtmf_source == "inband"
+        for i in range(len(payload) // 160):
+            peer.sendto(RtpPacket(8, i, i * 160, 5, payload[i * 160 : (i + 1) * 160]).serialize(), stream.local_address)
+            if i % 5 == 0:
+                await asyncio.sleep(0.002)
+        await until(lambda: len(events) == 11 and events[-1].ended)
+        assert "".join(e.key for e in events) == "0888123456#"
+        assert {e.source for e in events} == {"inband"}
+        stream.close()
+        peer.close()
+
+    run(scenario)
+
+
+def test_send_digit_between_two_streams_over_loopback(run: Runner) -> None:
+    from ivr.media.digits import DigitEvent
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        a_sock, b_sock = udp_socket(), udp_socket()
+        ended: list[DigitEvent] = []
+        a = MediaStream(
+            loop, a_sock, codec="PCMU", payload_type=0, remote=b_sock.getsockname(), telephone_event_pt=101
+        )
+        b = MediaStream(
+            loop,
+            b_sock,
+            codec="PCMU",
+            payload_type=0,
+            remote=a_sock.getsockname(),
+            telephone_event_pt=101,
+            on_digit_end=ended.append,
+        )
+        a.play(tone_prompt(0.2).frames("PCMU"))
+        for key in "12#":
+            a.send_digit(key, duration_ms=80)
+        await until(lambda: len(ended) == 3 and a.stats.dtmf_digits_sent == 3, within=3.0)
+        assert [(e.key, e.duration_ms) for e in ended] == [("1", 80), ("2", 80), ("#", 80)]
+        assert b.stats.dtmf_digits == 3 and a.stats.dtmf_digits_sent == 3
+        a.close()
+        b.close()
+
+    run(scenario)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ivr.media.digits import DigitEvent
 from ivr.media.rtp import RtpError, RtpPacket
 from ivr.media.telephone_event import DTMF_KEYS, EventCounter, TelephoneEvent, event_code, key_press_events
 
@@ -208,3 +209,112 @@ def test_sipp_rfc2833_captures_count_one_press_each() -> None:
             if key is not None:
                 keys.append(key)
     assert "".join(keys) == "0123456789*#"
+
+
+# -- DigitEvent: duration, volume, end -------------------------------------------------------------------------
+
+
+def feed_events(
+    counter: EventCounter,
+    reports: list[TelephoneEvent],
+    timestamp: int,
+    *,
+    first_sequence: int = 100,
+    first_marker: bool = True,
+    ssrc: int = 1,
+) -> list[tuple[DigitEvent | None, DigitEvent | None]]:
+    return [
+        counter.feed_event(timestamp, r, marker=first_marker and i == 0, ssrc=ssrc, sequence=first_sequence + i)
+        for i, r in enumerate(reports)
+    ]
+
+
+def test_press_is_announced_at_its_first_packet_and_ends_with_duration_and_volume() -> None:
+    counter = EventCounter()
+    reports = key_press_events("8", duration=1200, volume=7)
+    (started, ended), *_ = feed_events(counter, reports[:1], 5000)
+    assert started is not None and ended is None
+    assert (started.key, started.source, started.volume) == ("8", "rfc4733", 7)
+    assert started.duration_ms == 20 and not started.ended  # the first update says 160 units
+    results = feed_events(counter, reports[1:], 5000, first_sequence=101, first_marker=False)
+    assert all(r == (None, None) for r in results[:-3])
+    assert results[-3] == (None, started)  # the first end packet ends it
+    assert results[-2:] == [(None, None), (None, None)]
+    assert started.ended and started.duration_ms == 150  # 1200 units at 8 kHz
+
+
+def test_duration_grows_in_place_while_the_key_is_down() -> None:
+    counter = EventCounter()
+    reports = key_press_events("2", duration=1600)
+    digit, _ = counter.feed_event(0, reports[0], marker=True)
+    assert digit is not None
+    seen = []
+    for report in reports[1:5]:
+        counter.feed_event(0, report)
+        seen.append(digit.duration_ms)
+    assert seen == [40, 60, 80, 100] and not digit.ended
+
+
+def test_press_whose_end_packets_were_all_lost_ends_when_the_next_press_starts() -> None:
+    counter = EventCounter()
+    first = key_press_events("1", duration=800)
+    feed_events(counter, first[:-3], 1000)  # no end packet arrives
+    earlier = counter.current
+    assert earlier is not None and not earlier.ended
+    started, ended = counter.feed_event(9000, key_press_events("2")[0], marker=True, ssrc=1)
+    assert started is not None and started.key == "2"
+    assert ended is earlier and earlier.ended and earlier.duration_ms == 80
+
+
+def test_reordered_packets_never_shorten_the_duration() -> None:
+    counter = EventCounter()
+    reports = key_press_events("4", duration=960)
+    order = [0, 2, 1, 5, 3, 4, 6, 7]
+    digits = [counter.feed_event(300, reports[i], marker=i == 0, sequence=10 + i)[0] for i in order]
+    assert [d.key for d in digits if d is not None] == ["4"]
+    assert counter.current is not None and counter.current.duration_ms == 120 and counter.current.ended
+
+
+def test_long_event_segments_add_up_to_one_duration() -> None:
+    counter = EventCounter()
+    code = event_code("0")
+    first = [TelephoneEvent(code, False, 10, d) for d in (160, 32000, 0xFFFF)]
+    second = [TelephoneEvent(code, False, 10, 160), TelephoneEvent(code, True, 10, 800)]
+    results = feed_events(counter, first, 100) + feed_events(
+        counter, second, 100 + 0xFFFF, first_sequence=200, first_marker=False
+    )
+    started = [s for s, _ in results if s is not None]
+    assert len(started) == 1
+    assert started[0].ended and started[0].duration_ms == (0xFFFF + 800) // 8
+
+
+def test_same_key_again_with_a_reused_timestamp_is_a_new_press_when_sequence_numbers_say_so() -> None:
+    # Some senders reuse the timestamp of the previous event when no audio flowed in between.
+    counter = EventCounter()
+    reports = key_press_events("5", duration=480)
+    feed_events(counter, reports, 7000, first_sequence=10)
+    again = feed_events(counter, reports, 7000, first_sequence=10 + len(reports))
+    assert [s.key for s, _ in again if s is not None] == ["5"]
+    assert counter.presses == 2
+
+
+def test_duplicated_packets_of_a_finished_press_with_old_sequence_numbers_do_not_count() -> None:
+    counter = EventCounter()
+    reports = key_press_events("5", duration=480)
+    feed_events(counter, reports, 7000, first_sequence=10)
+    replay = feed_events(counter, reports, 7000, first_sequence=10)  # the network duplicated every packet
+    assert replay == [(None, None)] * len(reports) and counter.presses == 1
+
+
+def test_a_different_key_with_the_same_timestamp_is_a_new_press() -> None:
+    counter = EventCounter()
+    feed_events(counter, key_press_events("1", duration=320), 4000, first_sequence=1)
+    results = feed_events(counter, key_press_events("2", duration=320), 4000, first_sequence=20)
+    assert [s.key for s, _ in results if s is not None] == ["2"]
+
+
+@pytest.mark.parametrize("key", list(DTMF_KEYS))
+def test_every_key_0_9_star_pound_a_d_is_heard(key: str) -> None:
+    counter = EventCounter()
+    started, _ = counter.feed_event(1, key_press_events(key)[0], marker=True)
+    assert started is not None and started.key == key
