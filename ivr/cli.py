@@ -39,6 +39,10 @@ def serve(
     hold_calls: Annotated[
         bool, typer.Option("--hold-calls", help="loop the welcome prompt until the caller hangs up")
     ] = False,
+    admin_listen: Annotated[
+        str | None, typer.Option(help="admin API host:port (port 0: any free port), or 'off'; overrides admin.listen")
+    ] = None,
+    cdr: Annotated[str | None, typer.Option(help="CDR store URL, overrides cdr.url")] = None,
     check: Annotated[bool, typer.Option("--check", help="validate the configuration and exit")] = False,
 ) -> None:
     """Run the daemon: answer SIP calls and play to callers."""
@@ -50,6 +54,10 @@ def serve(
         overrides["media.rtp_ports"] = rtp_ports
     if hold_calls:
         overrides["calls.hangup_after_prompt"] = False
+    if admin_listen:
+        overrides["admin.listen"] = None if admin_listen == "off" else admin_listen
+    if cdr:
+        overrides["cdr.url"] = cdr
     try:
         cfg = load_config(path, overrides)
     except ConfigError as exc:
@@ -67,9 +75,14 @@ def serve(
     except PromptError as exc:
         typer.echo(f"prompt error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    from ivr.ops.cdr import CdrError
+
     try:
         _run(server)
-    except OSError as exc:
+    except (OSError, CdrError) as exc:
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -87,9 +100,9 @@ def validate(
 
 @app.command()
 def schema(
-    out: Annotated[
-        Path, typer.Option("--output", "-o", help="where to write it; - prints it")
-    ] = Path("configs/flows/flow.schema.json"),
+    out: Annotated[Path, typer.Option("--output", "-o", help="where to write it; - prints it")] = Path(
+        "configs/flows/flow.schema.json"
+    ),
 ) -> None:
     """Write the JSON Schema of flow files, for editors."""
     from ivr.flows.commands import schema as write_schema
@@ -106,6 +119,48 @@ def graph(
     from ivr.flows.commands import graph as draw_graph
 
     raise typer.Exit(draw_graph(flow, out, echo=typer.echo))
+
+
+cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
+app.add_typer(cdr_app, name="cdr")
+
+
+@cdr_app.command("export")
+def cdr_export(
+    since: Annotated[str, typer.Option(help="ISO date/time, e.g. 2026-11-01 or 2026-11-01T08:00 (UTC if no zone)")],
+    until: Annotated[str | None, typer.Option(help="ISO date/time (default: now)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, json or jsonl")] = "csv",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="ivr.yaml naming the CDR store")] = None,
+    url: Annotated[str | None, typer.Option(help="CDR store URL (overrides the config)")] = None,
+) -> None:
+    """Write the call records of a period to standard output (safe while the daemon runs)."""
+    from datetime import UTC, datetime
+
+    from ivr.ops.cdr import CdrError, export_records
+
+    def moment(text: str, what: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            typer.echo(f"--{what} {text!r}: write an ISO date/time such as 2026-11-01T08:00", err=True)
+            raise typer.Exit(2) from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    if fmt not in ("csv", "json", "jsonl"):
+        typer.echo(f"--format {fmt!r}: write csv, json or jsonl", err=True)
+        raise typer.Exit(2)
+    try:
+        cfg = load_config(config if config is not None else default_config_path())
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    start = moment(since, "since")
+    end = moment(until, "until") if until else datetime.now(UTC)
+    try:
+        asyncio.run(export_records(url or cfg.cdr_url, start, end, fmt, sys.stdout))  # type: ignore[arg-type]
+    except CdrError as exc:
+        typer.echo(f"cdr export failed: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _run(server: Any) -> None:

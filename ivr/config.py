@@ -82,6 +82,37 @@ class CallSettings(_Model):
     max_call_seconds: float = Field(3600.0, gt=0, description="a call longer than this is ended with BYE")
 
 
+class CdrSettings(_Model):
+    url: str = Field(
+        "sqlite:///var/cdr.db",
+        description="sqlite:///PATH (relative to this file's folder) or postgresql://user:pass@host/db",
+    )
+    instance: str | None = Field(None, description="this node's name in the records (default: host name and SIP port)")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"{value!r}: write sqlite:///var/cdr.db or postgresql://user:pass@host/db")
+        return value
+
+
+class AdminSettingsModel(_Model):
+    listen: str | None = Field("127.0.0.1:8080", description="host:port of the admin HTTP API; null: off")
+    token: str | None = Field(None, description="bearer token for /calls, /flows, /reload, /drain (16+ chars)")
+    metrics_require_token: bool = False
+    ready_max_lag: float = Field(0.5, gt=0, description="/ready answers 503 above this event-loop lag (s)")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, port = value.rpartition(":")[0], value.rpartition(":")[2]
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"{value!r} is not host:port; write e.g. 127.0.0.1:8080 (port 0: any free port)")
+        return value
+
+
 class LogSettings(_Model):
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -92,6 +123,8 @@ class IvrConfig(_Model):
     media: MediaSettings = Field(default_factory=MediaSettings)
     calls: CallSettings = Field(default_factory=CallSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    cdr: CdrSettings = Field(default_factory=CdrSettings)
+    admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
     base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
 
     @model_validator(mode="after")
@@ -100,6 +133,15 @@ class IvrConfig(_Model):
         if self.media.address == self.sip.host and low <= self.sip.port <= high:
             raise ValueError(f"the SIP port {self.sip.port} lies inside the RTP port range {low}-{high}")
         return self
+
+    @property
+    def cdr_url(self) -> str:
+        """The CDR store URL with a relative SQLite path made absolute against the config file's folder."""
+        url = self.cdr.url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            path, _, query = url[len("sqlite:///") :].partition("?")
+            url = f"sqlite:///{self.resolve(path)}" + (f"?{query}" if query else "")
+        return url
 
     def resolve(self, relative: str) -> Path:
         path = Path(relative)

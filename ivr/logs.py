@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from ivr.ops.redact import redact_sensitive
+
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
     renderer: structlog.typing.Processor
@@ -17,6 +19,7 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            redact_sensitive,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from ivr.call import Call
-from ivr.config import IvrConfig
+from ivr.config import ConfigError, IvrConfig
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
-from ivr.media.prompts import Prompt, PromptCache
+from ivr.media.prompts import Prompt, PromptCache, PromptError
 from ivr.media.stream import MediaStream
+from ivr.ops.admin import AdminServer, AdminSettings, ReloadResult
+from ivr.ops.cdr import CallRecord, CdrStore, MediaQuality
+from ivr.ops.metrics import EventLoopLagMonitor, IvrMetrics
 from ivr.sip.endpoint import (
     CallConfirmed,
     CallEnded,
@@ -139,6 +142,24 @@ class IvrServer:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = IvrMetrics()
+        self.cdr: CdrStore | None = None
+        self.admin: AdminServer | None = None
+        self.admin_address: tuple[str, int] | None = None
+        self._lag: EventLoopLagMonitor | None = None
+        self._admin_settings: AdminSettings | None = None
+        if config.admin.listen is not None:
+            host, _, port = config.admin.listen.rpartition(":")
+            try:
+                self._admin_settings = AdminSettings(
+                    host=host.strip("[]"),
+                    port=int(port),
+                    token=config.admin.token,
+                    metrics_require_token=config.admin.metrics_require_token,
+                    ready_max_lag=config.admin.ready_max_lag,
+                )
+            except ValueError as exc:
+                raise ConfigError(f"admin: {exc}") from None
         self._conn_tasks: set[asyncio.Task[object]] = set()
 
     # ---- lifecycle ----
@@ -157,6 +178,19 @@ class IvrServer:
         self._loop = asyncio.get_running_loop()
         self._clock = MediaClock(self._loop)
         self._clock.start()
+        clock = self._clock
+        self.metrics.watch_media_clock(lambda: clock.stats)
+        self._lag = self.metrics.lag_monitor(0.5)
+        self._lag.start()
+        instance = self.config.cdr.instance or f"{socket.gethostname()}:{self.config.sip.port}"
+        self.cdr = await CdrStore.open(self.config.cdr_url, instance=instance)
+        interrupted = await self.cdr.close_interrupted()
+        if interrupted:
+            log.warning("closed call records left open by a previous run", interrupted=interrupted)
+        self.metrics.watch_cdr_store(self.cdr)
+        if self._admin_settings is not None:
+            self.admin = AdminServer(self, self._admin_settings, self.metrics)
+            self.admin_address = await self.admin.start()
         host, port = self.config.sip.host, self.config.sip.port
         if "udp" in self.config.sip.transports:
             transport, _ = await self._loop.create_datagram_endpoint(
@@ -177,6 +211,7 @@ class IvrServer:
             rtp=self.config.media.rtp_ports,
             welcome=self.welcome.name,
             welcome_seconds=round(self.welcome.duration, 2),
+            admin=f"{self.admin_address[0]}:{self.admin_address[1]}" if self.admin_address else "off",
         )
 
     async def serve_forever(self) -> None:
@@ -220,6 +255,12 @@ class IvrServer:
             task.cancel()
         if self._clock is not None:
             self._clock.stop()
+        if self.admin is not None:
+            await self.admin.close()
+        if self._lag is not None:
+            await self._lag.stop()
+        if self.cdr is not None:
+            await self.cdr.close()
         log.info("stopped", calls_total=self.calls_total)
 
     # ---- transport ----
@@ -342,24 +383,36 @@ class IvrServer:
 
     # ---- call controller ----
 
+    def _refuse(self, leg: Leg, status: int, reason: str, *, why: str, retry_after: int | None = None) -> None:
+        """Answer an INVITE with a final error, and leave a call record of it (every call leaves one)."""
+        self.endpoint.reject(leg, status, reason, retry_after=retry_after)
+        self.metrics.call_rejected(why)
+        self.metrics.invite_response(status)
+        if self.cdr is not None and not self.cdr.is_open(leg.call_id):
+            self.cdr.call_started(self._record(leg))
+            self.cdr.call_ended(leg.call_id, "rejected", sip_status=status, extra={"why": why, "detail": reason})
+
+    def _record(self, leg: Leg) -> CallRecord:
+        return CallRecord(leg.call_id, _user_of(leg.invite.from_.uri), _user_of(leg.invite.parsed_uri))
+
     def _on_incoming(self, leg: Leg) -> None:
         clog = log.bind(call_id=leg.call_id)
         if len(self.calls) + len(self._pending) >= self.config.calls.max_calls:
             clog.warning("call refused: at capacity", active_calls=len(self.calls))
-            self.endpoint.reject(leg, 503, "at capacity", retry_after=5)
+            self._refuse(leg, 503, "at capacity", why="max_calls", retry_after=5)
             return
         offer: SessionDescription | None = None
         if leg.offer:
             try:
                 offer = SessionDescription.parse(leg.offer)
             except SdpError as exc:
-                self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+                self._refuse(leg, exc.status, f"SDP: {exc.reason}", why="sdp")
                 return
         try:
             port, sock = self.ports.acquire()
         except PortPoolExhausted:
             clog.warning("call refused: no free RTP port")
-            self.endpoint.reject(leg, 503, "no free RTP port", retry_after=5)
+            self._refuse(leg, 503, "no free RTP port", why="rtp_ports", retry_after=5)
             return
         session_id = secrets.randbelow(2**31)
         address = self.config.media.address
@@ -374,6 +427,7 @@ class IvrServer:
             )
             self._pending[leg] = _PendingOffer(port, sock, session_id)
             self.endpoint.answer(leg, local.serialize())
+            self._record_start(leg)
             clog.info("call answered with an offer (late offer)", rtp_port=port)
             return
         try:
@@ -391,10 +445,18 @@ class IvrServer:
         except SdpError as exc:
             sock.close()
             self.ports.release(port)
-            self.endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+            self._refuse(leg, exc.status, f"SDP: {exc.reason}", why="sdp")
             return
         self._start_call(leg, port, sock, media, session_id)
         self.endpoint.answer(leg, answer.serialize())
+        self._record_start(leg)
+
+    def _record_start(self, leg: Leg) -> None:
+        self.metrics.call_started()
+        self.metrics.invite_response(200)
+        if self.cdr is not None:
+            self.cdr.call_started(self._record(leg))
+            self.cdr.call_answered(leg.call_id)
 
     def _start_call(self, leg: Leg, port: int, sock: socket.socket, media: NegotiatedMedia, session_id: int) -> None:
         stream = MediaStream(
@@ -502,6 +564,7 @@ class IvrServer:
         if pending is not None:
             pending.sock.close()
             self.ports.release(pending.port)
+            self._record_end(event.leg.call_id, event.reason.value, event.status, None)
         active = self.calls.get(event.leg)
         if active is None:
             return
@@ -513,7 +576,9 @@ class IvrServer:
             active.limit.cancel()
         active.call._end(reason)
         stats = active.stream.stats
+        media_record = active.stream.call_record()
         active.stream.close()
+        self._record_end(active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played)
         self.ports.release(active.port)
         if active.task is not None and not active.task.done():
             active.task.cancel()
@@ -530,6 +595,66 @@ class IvrServer:
             dtmf_digits=stats.dtmf_digits,
             info_digits=active.call.digits_by_source.get("info", 0),
         )
+
+    def _record_end(
+        self,
+        call_id: str,
+        reason: str,
+        status: int | None,
+        media_record: dict[str, int | float | str] | None,
+        *,
+        prompts: list[str] | None = None,
+    ) -> None:
+        media = MediaQuality.from_stream(media_record) if media_record is not None else None
+        self.metrics.call_ended(reason, media)
+        if self.cdr is not None and self.cdr.is_open(call_id):
+            extra: dict[str, object] = {"prompts": prompts or []}
+            if media_record is not None:
+                extra["media"] = media_record
+            self.cdr.call_ended(call_id, reason, sip_status=status, media=media, extra=extra)
+
+    # ---- the admin API's backend ----
+
+    def active_calls(self) -> list[dict[str, object]]:
+        now = time.time()
+        return [
+            {
+                "call_id": a.leg.call_id,
+                "caller": a.call.caller,
+                "dialled": a.call.dialled,
+                "codec": a.call.codec,
+                "seconds": round(now - a.started, 1),
+                "prompts": list(a.call.prompts_played),
+            }
+            for a in self.calls.values()
+        ]
+
+    async def reload(self) -> ReloadResult:
+        """Reload what the daemon plays from disk: the welcome prompt (flows join with the flow engine)."""
+        path = self.config.resolve(self.config.calls.welcome_prompt)
+        try:
+            prompt = await self.loop.run_in_executor(None, self.prompts.load, "welcome", path)
+        except PromptError as exc:
+            return ReloadResult(ok=False, flows=[], errors=[str(exc)])
+        self.welcome = prompt
+        log.info("reloaded", welcome=str(path), seconds=round(prompt.duration, 2))
+        return ReloadResult(ok=True, flows=self.flows(), errors=[])
+
+    def drain(self) -> None:
+        """Stop taking new calls (503 to INVITE and OPTIONS); calls in progress carry on."""
+        if self.endpoint.config.accepting:
+            log.info("draining", active_calls=len(self.calls))
+        self.endpoint.config.accepting = False
+
+    @property
+    def draining(self) -> bool:
+        return not self.endpoint.config.accepting
+
+    def flows(self) -> list[dict[str, object]]:
+        return []
+
+    def event_loop_lag(self) -> float:
+        return self._lag.lag if self._lag is not None else 0.0
 
     def _call_too_long(self, leg: Leg) -> None:
         log.info("call reached max_call_seconds", call_id=leg.call_id)

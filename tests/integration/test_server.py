@@ -35,8 +35,13 @@ def free_rtp_range(size: int = 20) -> str:
 
 
 @pytest.fixture
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[IvrServer]:
-    overrides = {"sip.listen": f"127.0.0.1:{free_port()}", "media.rtp_ports": free_rtp_range(20)}
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IvrServer]:
+    overrides = {
+        "sip.listen": f"127.0.0.1:{free_port()}",
+        "media.rtp_ports": free_rtp_range(20),
+        "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
+        "admin.listen": "127.0.0.1:0",
+    }
     overrides.update(getattr(request, "param", {}))
     cfg = load_config(REPO / "configs" / "ivr.yaml", overrides)
     srv = IvrServer(cfg)
@@ -371,3 +376,36 @@ async def test_info_dtmf_reaches_the_call_and_unknown_info_body_is_415(server: I
         await caller.send(caller.request("BYE", 4, "bye", in_dialog=True))
     finally:
         caller.close()
+
+
+async def test_every_call_leaves_a_record_answered_and_refused_alike(server: IvrServer) -> None:
+    good, bad = RawCaller(server, "rec-ok"), RawCaller(server, "rec-488", codecs="18")
+    try:
+        await good.call()
+        await good.rtp_packets(0.2)
+        await good.send(good.request("BYE", 2, "bye", in_dialog=True))
+        await good.recv_final()
+        assert (await bad.call()).status == 488
+    finally:
+        good.close()
+        bad.close()
+    assert server.cdr is not None
+    await _until(lambda: server.cdr is not None and server.cdr.backlog == 0)
+    records = {r.call_id: r for r in await server.cdr.fetch()}
+    ok = records["rec-ok"]
+    assert ok.end_reason == "remote_bye" and ok.answered_at is not None and ok.ended_at is not None
+    assert ok.caller == "0888123456" and ok.dialled == "2000"
+    assert ok.media is not None and ok.media.packets_sent > 0
+    refused = records["rec-488"]
+    assert refused.end_reason == "rejected" and refused.sip_status == 488
+
+
+async def test_admin_api_answers_health_and_metrics(server: IvrServer) -> None:
+    assert server.admin_address is not None
+    host, port = server.admin_address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    body = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert body.startswith(b"HTTP/1.1 200") and b"ivr_active_calls" in body

@@ -469,6 +469,9 @@ class IvrDaemon:
         ]
         if self.hold_calls:
             argv.append("--hold-calls")
+        # Every daemon gets its own admin port and CDR file, so tests can run side by side.
+        assert self.workdir is not None
+        argv += ["--admin-listen", f"{self.host}:0", "--cdr", f"sqlite:///{self.workdir / 'cdr.db'}"]
         argv += self.extra_args
         if self.cpus is not None:
             argv = ["taskset", "-c", self.cpus, *argv]
