@@ -1,11 +1,12 @@
 """Flows: the YAML language ops write IVR menus in, its loader and static checks, calendars and spoken numbers.
 
 This package knows no SIP and no media (ARCHITECTURE.md rule 2): it describes and checks what a call should do;
-the engine that runs a flow against a :class:`ivr.call.Call` builds on it.
+the engine (:mod:`ivr.flows.engine`) runs a flow against a call through the Protocols of :mod:`ivr.flows.runtime`.
 """
 
 from ivr.flows.calendar import Calendar, CalendarStatus, calendar_status, is_open, next_opening
 from ivr.flows.checks import check_flow, reachable_nodes
+from ivr.flows.engine import CallOutcome, FlowEngine
 from ivr.flows.loader import (
     FlowError,
     FlowTree,
@@ -23,7 +24,9 @@ from ivr.flows.schema import flow_json_schema
 __all__ = [
     "Calendar",
     "CalendarStatus",
+    "CallOutcome",
     "Flow",
+    "FlowEngine",
     "FlowError",
     "FlowTree",
     "LoadedFlow",

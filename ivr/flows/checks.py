@@ -568,8 +568,13 @@ def _check_variables(loaded: LoadedFlow) -> Iterator[Problem]:
             setters += [((*base, "vars", v), v) for v in node.vars]
         elif isinstance(node, (CollectNode, RecordNode)):
             setters.append(((*base, "into"), node.into))
+            if isinstance(node, RecordNode):  # the engine also sets <into>_seconds and <into>_reason
+                defined.update((f"{node.into}_seconds", f"{node.into}_reason"))
         elif isinstance(node, HttpNode):
             setters += [((*base, "map", v), v) for v in node.map]
+            defined.update(("http_status", "http_error"))  # set by the engine after every lookup
+        elif isinstance(node, QueueNode) and node.failure is not None:
+            defined.add("queue_error")  # set by the engine when a handoff fails
     for loc, var in setters:
         defined.add(var)
         if var in BUILTIN_NAMES:
