@@ -37,7 +37,11 @@ def serve(
     listen: Annotated[str | None, typer.Option(help="SIP host:port, overrides sip.listen")] = None,
     rtp_ports: Annotated[str | None, typer.Option(help="RTP port range LO-HI, overrides media.rtp_ports")] = None,
     hold_calls: Annotated[
-        bool, typer.Option("--hold-calls", help="loop the welcome prompt until the caller hangs up")
+        bool,
+        typer.Option("--hold-calls", help="no flows: every call hears the welcome prompt looped until it hangs up"),
+    ] = False,
+    welcome_only: Annotated[
+        bool, typer.Option("--welcome-only", help="no flows: every call hears the welcome prompt, then BYE")
     ] = False,
     admin_listen: Annotated[
         str | None, typer.Option(help="admin API host:port (port 0: any free port), or 'off'; overrides admin.listen")
@@ -54,6 +58,8 @@ def serve(
         overrides["media.rtp_ports"] = rtp_ports
     if hold_calls:
         overrides["calls.hangup_after_prompt"] = False
+    if hold_calls or welcome_only:
+        overrides["routes"] = []
     if admin_listen:
         overrides["admin.listen"] = None if admin_listen == "off" else admin_listen
     if cdr:

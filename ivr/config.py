@@ -113,6 +113,16 @@ class AdminSettingsModel(_Model):
         return value
 
 
+class RouteSettings(_Model):
+    client: str = Field(min_length=1, description="the client company this line belongs to (goes into records)")
+    numbers: tuple[str, ...] = Field(("*",), description="dialled numbers, with * and ? wildcards")
+    flow: str = Field(description="the flow file, relative to this file's folder")
+
+
+class FlowSettings(_Model):
+    prompt_cache: str = Field("var/prompt-cache", description="synthesised prompt audio, reused across restarts")
+
+
 class LogSettings(_Model):
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -124,6 +134,10 @@ class IvrConfig(_Model):
     calls: CallSettings = Field(default_factory=CallSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     cdr: CdrSettings = Field(default_factory=CdrSettings)
+    routes: tuple[RouteSettings, ...] = Field(
+        (), description="dialled number -> client and flow, first match wins; none: every call hears welcome_prompt"
+    )
+    flows: FlowSettings = Field(default_factory=FlowSettings)
     admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
     base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
 

@@ -9,25 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
+import hashlib
 import ipaddress
 import itertools
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from ivr.call import Call
 from ivr.config import ConfigError, IvrConfig
+from ivr.flows.engine import FlowEngine
+from ivr.flows.loader import FlowError, load_flow_tree
+from ivr.flows.runtime import AiohttpClient, HandoffResult, RecordResult, TraceEvent
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
 from ivr.media.prompts import Prompt, PromptCache, PromptError
 from ivr.media.stream import MediaStream
 from ivr.ops.admin import AdminServer, AdminSettings, ReloadResult
-from ivr.ops.cdr import CallRecord, CdrStore, MediaQuality
+from ivr.ops.cdr import CallRecord, CdrStore, InputHeard, MediaQuality
 from ivr.ops.metrics import EventLoopLagMonitor, IvrMetrics
+from ivr.prompt_library import PromptLibrary
 from ivr.sip.endpoint import (
     CallConfirmed,
     CallEnded,
@@ -75,6 +83,8 @@ class ActiveCall:
     session_id: int
     sdp_version: int = 0
     task: asyncio.Task[None] | None = None
+    route: FlowRoute | None = None
+    trace: list[TraceEvent] = field(default_factory=list)
     answered: float | None = None
     limit: asyncio.TimerHandle | None = None
     fields: dict[str, object] = field(default_factory=dict)
@@ -87,6 +97,57 @@ class _PendingOffer:
     port: int
     sock: socket.socket
     session_id: int
+
+
+@dataclass(frozen=True)
+class FlowRoute:
+    """A line: the dialled numbers of one client, and the flow (engine) that answers them."""
+
+    client: str
+    numbers: tuple[str, ...]
+    path: Path
+    engine: FlowEngine[Prompt, Call]
+    version: str
+    """A content hash of the flow files as loaded, so a record says exactly which version a call ran."""
+
+    @property
+    def flow_name(self) -> str:
+        return self.engine.tree.root.flow.name
+
+    def describe(self) -> dict[str, object]:
+        return {"client": self.client, "numbers": list(self.numbers), "flow": self.flow_name,
+                "file": str(self.path), "version": self.version}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    routes: list[FlowRoute]
+
+    def __bool__(self) -> bool:
+        return bool(self.routes)
+
+    def match(self, dialled: str) -> FlowRoute | None:
+        for route in self.routes:
+            if any(fnmatch.fnmatchcase(dialled, pattern) for pattern in route.numbers):
+                return route
+        return None
+
+
+class _NoQueueEndpoints:
+    """Until queue endpoints exist (the queue-handoff issue), every queue node takes its failure path, with a reason
+    the flow can speak or log."""
+
+    async def transfer(self, call: Call, queue: str, data: dict[str, str]) -> HandoffResult:
+        return HandoffResult(False, f"queue {queue!r}: no queue endpoints are configured in this version")
+
+
+class _NoRecorder:
+    """Until recording lands (the DTMF and audio issue), record nodes report a failure and the flow goes on."""
+
+    async def record(
+        self, call: Call, *, max_seconds: float, beep: bool, stop_keys: str, silence_seconds: float | None
+    ) -> RecordResult:
+        return RecordResult(None, 0.0, "failed: recording is not available in this version")
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -130,6 +191,13 @@ class IvrServer:
         self.ports = RtpPortPool(config.media.address, low, high)
         self.codecs = tuple(CODECS[name] for name in config.media.codecs)
         self.calls: dict[Leg, ActiveCall] = {}
+        self.library = PromptLibrary(config.resolve(config.flows.prompt_cache))
+        self._handoff = _NoQueueEndpoints()
+        self._recorder = _NoRecorder()
+        self._http = AiohttpClient()
+        self._reloading = False
+        self.routes = RouteTable([])
+        self._routes_for: dict[Leg, FlowRoute | None] = {}
         self._pending: dict[Leg, _PendingOffer] = {}
         self.calls_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +244,9 @@ class IvrServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.config.routes:
+            log.info("loading flows", routes=len(self.config.routes))
+            self.routes = await self._loop.run_in_executor(None, self._load_routes)
         self._clock = MediaClock(self._loop)
         self._clock.start()
         clock = self._clock
@@ -261,6 +332,7 @@ class IvrServer:
             await self._lag.stop()
         if self.cdr is not None:
             await self.cdr.close()
+        await self._http.close()
         log.info("stopped", calls_total=self.calls_total)
 
     # ---- transport ----
@@ -397,6 +469,15 @@ class IvrServer:
 
     def _on_incoming(self, leg: Leg) -> None:
         clog = log.bind(call_id=leg.call_id)
+        route: FlowRoute | None = None
+        if self.routes:
+            dialled = _user_of(leg.invite.parsed_uri) or _user_of(leg.invite.to.uri)
+            route = self.routes.match(dialled)
+            if route is None:
+                clog.info("call refused: no route for the dialled number", dialled=dialled)
+                self._refuse(leg, 404, f"no flow serves the number {dialled!r}", why="no_route")
+                return
+        self._routes_for[leg] = route
         if len(self.calls) + len(self._pending) >= self.config.calls.max_calls:
             clog.warning("call refused: at capacity", active_calls=len(self.calls))
             self._refuse(leg, 503, "at capacity", why="max_calls", retry_after=5)
@@ -480,7 +561,9 @@ class IvrServer:
             control=self,
         )
         stream.on_digit = call._digit
-        active = ActiveCall(leg, stream, port, call, started=time.time(), session_id=session_id)
+        active = ActiveCall(
+            leg, stream, port, call, started=time.time(), session_id=session_id, route=self._routes_for.pop(leg, None)
+        )
         self.calls[leg] = active
         self.calls_total += 1
         active.answered = time.time()
@@ -517,7 +600,10 @@ class IvrServer:
 
     async def _run_app(self, active: ActiveCall) -> None:
         try:
-            await self.app(active.call, self)
+            if active.route is not None:
+                await self._run_flow(active, active.route)
+            else:
+                await self.app(active.call, self)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -559,7 +645,21 @@ class IvrServer:
         log.info("re-INVITE", call_id=leg.call_id, hold=media.on_hold)
         self.endpoint.respond(leg, 200, request=event.request, body=answer.serialize(), content_type="application/sdp")
 
+    async def _run_flow(self, active: ActiveCall, route: FlowRoute) -> None:
+        call = active.call
+        engine = route.engine
+        if self.cdr is not None:
+            self.cdr.call_updated(call.call_id, client=route.client, flow=route.flow_name, flow_version=route.version)
+        outcome = await engine.run(call, client=route.client, trace=active.trace.append)
+        log.info("flow finished", call_id=call.call_id, client=route.client, flow=route.flow_name,
+                 outcome=outcome.kind, node=outcome.node, reason=outcome.reason)  # fmt: skip
+        if outcome.kind == "queued":
+            return  # the queue endpoint has the call; the handoff ended our leg
+        if not call.ended:
+            await call.hangup()
+
     def _on_ended(self, event: CallEnded) -> None:
+        self._routes_for.pop(event.leg, None)
         pending = self._pending.pop(event.leg, None)
         if pending is not None:
             pending.sock.close()
@@ -578,7 +678,8 @@ class IvrServer:
         stats = active.stream.stats
         media_record = active.stream.call_record()
         active.stream.close()
-        self._record_end(active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played)
+        self._record_end(active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played,
+                         trace=active.trace, route=active.route)  # fmt: skip
         self.ports.release(active.port)
         if active.task is not None and not active.task.done():
             active.task.cancel()
@@ -604,6 +705,8 @@ class IvrServer:
         media_record: dict[str, int | float | str] | None,
         *,
         prompts: list[str] | None = None,
+        trace: list[TraceEvent] | None = None,
+        route: FlowRoute | None = None,
     ) -> None:
         media = MediaQuality.from_stream(media_record) if media_record is not None else None
         self.metrics.call_ended(reason, media)
@@ -611,7 +714,27 @@ class IvrServer:
             extra: dict[str, object] = {"prompts": prompts or []}
             if media_record is not None:
                 extra["media"] = media_record
-            self.cdr.call_ended(call_id, reason, sip_status=status, media=media, extra=extra)
+            path = [e.node for e in trace or () if e.kind == "node" and e.node]
+            inputs = [
+                InputHeard(e.node or "", str(e.detail.get("result", "input")), _input_value(e.detail))
+                for e in trace or ()
+                if e.kind == "input"
+            ]
+            outcome = next((dict(e.detail) for e in reversed(trace or ()) if e.kind == "outcome"), None)
+            if outcome is not None:
+                extra["outcome"] = outcome
+            self.cdr.call_ended(
+                call_id,
+                reason,
+                sip_status=status,
+                media=media,
+                extra=extra,
+                path=path,
+                inputs=inputs,
+                client=route.client if route else None,
+                flow=route.flow_name if route else None,
+                flow_version=route.version if route else None,
+            )
 
     # ---- the admin API's backend ----
 
@@ -630,15 +753,52 @@ class IvrServer:
         ]
 
     async def reload(self) -> ReloadResult:
-        """Reload what the daemon plays from disk: the welcome prompt (flows join with the flow engine)."""
-        path = self.config.resolve(self.config.calls.welcome_prompt)
+        """Load every routed flow and its prompts, and the welcome prompt, from disk; swap them in only when all of
+        it loaded (calls in progress keep the version they started with). On any error nothing changes."""
+        if self._reloading:
+            return ReloadResult(ok=False, flows=self.flows(), errors=["a reload is already running"])
+        self._reloading = True
         try:
-            prompt = await self.loop.run_in_executor(None, self.prompts.load, "welcome", path)
-        except PromptError as exc:
-            return ReloadResult(ok=False, flows=[], errors=[str(exc)])
-        self.welcome = prompt
-        log.info("reloaded", welcome=str(path), seconds=round(prompt.duration, 2))
+            path = self.config.resolve(self.config.calls.welcome_prompt)
+            welcome = await self.loop.run_in_executor(None, self.prompts.load, "welcome", path)
+            routes = await self.loop.run_in_executor(None, self._load_routes)
+        except (PromptError, FlowError) as exc:
+            errors = [str(p) for p in exc.problems] if isinstance(exc, FlowError) else [str(exc)]
+            log.warning("reload failed; nothing changed", errors=errors)
+            return ReloadResult(ok=False, flows=self.flows(), errors=errors)
+        finally:
+            self._reloading = False
+        self.welcome = welcome
+        self.routes = routes
+        log.info("reloaded", flows=[r.describe() for r in routes.routes])
         return ReloadResult(ok=True, flows=self.flows(), errors=[])
+
+    def request_reload(self) -> None:
+        """SIGHUP."""
+        self._spawn(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()
+
+    def _load_routes(self) -> RouteTable:
+        """Blocking (run in an executor): load each routed flow tree, build its engine, prepare all its audio."""
+        routes: list[FlowRoute] = []
+        engines: dict[Path, tuple[FlowEngine[Prompt, Call], str]] = {}
+        for setting in self.config.routes:
+            path = self.config.resolve(setting.flow).resolve()
+            if path not in engines:
+                tree = load_flow_tree(path)
+                digest = hashlib.sha256()
+                for flow_path, loaded in sorted(tree.flows.items()):
+                    digest.update(str(flow_path).encode() + b"\0" + loaded.path.read_bytes())
+                engine = FlowEngine(
+                    tree, player=self.library, handoff=self._handoff, recorder=self._recorder, http=self._http
+                )
+                self.library.prepare(engine.audio_parts())
+                engines[path] = (engine, digest.hexdigest()[:12])
+            engine, version = engines[path]
+            routes.append(FlowRoute(setting.client, tuple(setting.numbers), path, engine, version))
+        return RouteTable(routes)
 
     def drain(self) -> None:
         """Stop taking new calls (503 to INVITE and OPTIONS); calls in progress carry on."""
@@ -651,7 +811,7 @@ class IvrServer:
         return not self.endpoint.config.accepting
 
     def flows(self) -> list[dict[str, object]]:
-        return []
+        return [r.describe() for r in self.routes.routes]
 
     def event_loop_lag(self) -> float:
         return self._lag.lag if self._lag is not None else 0.0
@@ -673,6 +833,13 @@ class IvrServer:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _input_value(detail: Mapping[str, Any]) -> str:
+    for key in ("key", "digits", "value", "words", "text"):
+        if key in detail:
+            return str(detail[key])
+    return ""
 
 
 def _check_media_address(media: NegotiatedMedia) -> None:

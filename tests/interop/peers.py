@@ -428,8 +428,10 @@ class IvrDaemon:
         env: Mapping[str, str] | None = None,
         module: str = "ivr",
         python_path: Sequence[Path] = (),
+        flows: bool = False,
     ) -> None:
         self.host = LOCALHOST
+        self.flows = flows
         self.module = module
         self.python_path = [Path(p) for p in python_path]
         self.config = config if config is not None else DEFAULT_CONFIG
@@ -469,6 +471,8 @@ class IvrDaemon:
         ]
         if self.hold_calls:
             argv.append("--hold-calls")
+        elif not self.flows:
+            argv.append("--welcome-only")
         # Every daemon gets its own admin port and CDR file, so tests can run side by side.
         assert self.workdir is not None
         argv += ["--admin-listen", f"{self.host}:0", "--cdr", f"sqlite:///{self.workdir / 'cdr.db'}"]

@@ -137,7 +137,7 @@ FAKE_DAEMON = textwrap.dedent(
     ap.add_argument("--listen")
     ap.add_argument("--rtp-ports")
     ap.add_argument("--hold-calls", action="store_true")
-    a = ap.parse_args()
+    a, _rest = ap.parse_known_args()  # options the stand-in does not need (--admin-listen, --cdr ...)
     cfg = YAML(typ="safe").load(open(a.config))
     host, port = a.listen.rsplit(":", 1)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

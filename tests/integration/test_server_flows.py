@@ -1,0 +1,118 @@
+"""The daemon routes a dialled number to its client's flow and runs it on a real call (SIP INFO digits here;
+RFC 4733 digits from real peers in the interop suite)."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ivr.config import load_config
+from ivr.server import IvrServer
+from ivr.sip.message import Request
+from tests.integration.test_server import REPO, RawCaller, _ok_for, _until, free_port, free_rtp_range
+
+FLOW = textwrap.dedent(
+    """
+    name: test-line
+    languages: [en]
+    language: en
+    start: menu
+    prompts:
+      menu: {en: "Press one for billing."}
+      billing: {en: "Billing."}
+      sorry: {en: "Sorry."}
+      bye: {en: "Goodbye."}
+    nodes:
+      menu:
+        type: menu
+        prompt: menu
+        options:
+          - {key: "1", next: billing}
+        timeout: 2s
+        no_input: {prompt: sorry, tries: 2}
+        no_match: {prompt: sorry, tries: 2}
+        failure: goodbye
+      billing: {type: play, prompt: billing, next: goodbye}
+      goodbye: {type: hangup, prompt: bye}
+    """
+)
+
+
+@pytest.fixture
+async def flow_server(tmp_path: Path) -> AsyncIterator[IvrServer]:
+    (tmp_path / "line.yaml").write_text(FLOW)
+    overrides = {
+        "sip.listen": f"127.0.0.1:{free_port()}",
+        "media.rtp_ports": free_rtp_range(20),
+        "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
+        "admin.listen": None,
+        "routes": [{"client": "acme", "numbers": ["2000"], "flow": str(tmp_path / "line.yaml")}],
+        "flows.prompt_cache": str(tmp_path / "cache"),
+    }
+    srv = IvrServer(load_config(REPO / "configs" / "ivr.yaml", overrides))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+async def send_info(caller: RawCaller, cseq: int, key: str) -> None:
+    body = f"Signal={key}\r\nDuration=100\r\n".encode()
+    info = caller.request("INFO", cseq, f"info{cseq}", in_dialog=True).replace(b"Content-Length: 0\r\n", b"")
+    info = info.replace(
+        b"\r\n\r\n",
+        b"\r\nContent-Type: application/dtmf-relay\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode(),
+        1,
+    )
+    await caller.send(info + body)
+
+
+async def test_dialled_number_runs_its_flow_and_the_record_names_client_flow_and_path(
+    flow_server: IvrServer,
+) -> None:
+    caller = RawCaller(flow_server, "flow-1")
+    try:
+        assert (await caller.call()).status == 200
+        await asyncio.sleep(0.3)  # the menu prompt is playing
+        await send_info(caller, 2, "1")
+        msg = await caller.recv(10)
+        while not (isinstance(msg, Request) and msg.method == "BYE"):
+            msg = await caller.recv(10)
+        await caller.send(_ok_for(msg))
+    finally:
+        caller.close()
+    assert flow_server.cdr is not None
+    await _until(lambda: flow_server.cdr is not None and flow_server.cdr.backlog == 0 and not flow_server.calls)
+    (record,) = [r for r in await flow_server.cdr.fetch() if r.call_id == "flow-1"]
+    assert record.client == "acme" and record.flow == "test-line" and record.flow_version
+    assert record.path == ["menu", "billing", "goodbye"]
+    assert record.end_reason == "local_bye"
+    assert record.extra["prompts"][-2:] == ["billing.en", "bye.en"]
+
+
+async def test_number_without_a_route_is_404(flow_server: IvrServer) -> None:
+    caller = RawCaller(flow_server, "flow-404")
+    caller.dest = ("127.0.0.1", flow_server.config.sip.port)
+    try:
+        invite = caller.request("INVITE", 1, "x404", caller.sdp()).replace(b"sip:2000@", b"sip:9999@")
+        await caller.send(invite)
+        final = await caller.recv_final()
+        assert final.status == 404 and "9999" in (final.headers.get("Warning") or "")
+    finally:
+        caller.close()
+
+
+async def test_reload_with_a_broken_flow_changes_nothing(flow_server: IvrServer, tmp_path: Path) -> None:
+    before = flow_server.flows()
+    (tmp_path / "line.yaml").write_text(FLOW.replace("next: goodbye}", "next: nowhere}"))
+    result = await flow_server.reload()
+    assert not result.ok and any("nowhere" in e for e in result.errors)
+    assert flow_server.flows() == before
+    (tmp_path / "line.yaml").write_text(FLOW.replace("Billing.", "Billing department."))
+    result = await flow_server.reload()
+    assert result.ok and flow_server.flows()[0]["version"] != before[0]["version"]
