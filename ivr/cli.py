@@ -175,6 +175,7 @@ def _run(server: Any) -> None:
         await server.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         try:
             await server.serve_forever()
         finally:
