@@ -718,7 +718,7 @@ class IvrServer:
             inputs = [
                 InputHeard(e.node or "", str(e.detail.get("result", "input")), _input_value(e.detail))
                 for e in trace or ()
-                if e.kind == "input"
+                if e.kind == "input" and e.detail.get("result") != "digit"  # each key of an entry: the trace has them
             ]
             outcome = next((dict(e.detail) for e in reversed(trace or ()) if e.kind == "outcome"), None)
             if outcome is not None:
@@ -836,7 +836,7 @@ class IvrServer:
 
 
 def _input_value(detail: Mapping[str, Any]) -> str:
-    for key in ("key", "digits", "value", "words", "text"):
+    for key in ("entry", "key", "digits", "value", "words", "text"):
         if key in detail:
             return str(detail[key])
     return ""
