@@ -121,6 +121,8 @@ class RouteSettings(_Model):
 
 class FlowSettings(_Model):
     prompt_cache: str = Field("var/prompt-cache", description="synthesised prompt audio, reused across restarts")
+    watch: bool = Field(True, description="reload when a flow file or a recorded prompt beside it changes")
+    watch_interval: float = Field(2.0, gt=0, description="seconds between checks for changed files")
 
 
 class LogSettings(_Model):

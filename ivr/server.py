@@ -247,6 +247,8 @@ class IvrServer:
         if self.config.routes:
             log.info("loading flows", routes=len(self.config.routes))
             self.routes = await self._loop.run_in_executor(None, self._load_routes)
+            if self.config.flows.watch:
+                self._spawn(self._watch_flows())
         self._clock = MediaClock(self._loop)
         self._clock.start()
         clock = self._clock
@@ -780,6 +782,34 @@ class IvrServer:
     async def _reload_quietly(self) -> None:
         await self.reload()
 
+    def _watched_files(self) -> dict[Path, float]:
+        """Modification times of every loaded flow file and every recording in a prompts/ folder beside one."""
+        seen: dict[Path, float] = {}
+        folders: set[Path] = set()
+        for route in self.routes.routes:
+            for loaded in route.engine.tree.flows.values():
+                seen[loaded.path] = _mtime(loaded.path)
+                folders.add(loaded.base_dir / "prompts")
+        for folder in folders:
+            if folder.is_dir():
+                for path in folder.rglob("*"):
+                    if path.suffix.lower() in (".wav", ".flac", ".ogg"):
+                        seen[path] = _mtime(path)
+        return seen
+
+    async def _watch_flows(self) -> None:
+        """Reload when a flow or recorded prompt changes (a failed load logs why and keeps the running version)."""
+        interval = self.config.flows.watch_interval
+        known = self._watched_files()
+        while True:
+            await asyncio.sleep(interval)
+            current = self._watched_files()
+            if current != known:
+                changed = sorted(str(p) for p in set(current) | set(known) if current.get(p) != known.get(p))
+                log.info("flow files changed; reloading", changed=changed[:10])
+                await self.reload()
+                known = self._watched_files()
+
     def _load_routes(self) -> RouteTable:
         """Blocking (run in an executor): load each routed flow tree, build its engine, prepare all its audio."""
         routes: list[FlowRoute] = []
@@ -833,6 +863,13 @@ class IvrServer:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return -1.0
 
 
 def _input_value(detail: Mapping[str, Any]) -> str:

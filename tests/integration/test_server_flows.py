@@ -52,6 +52,7 @@ async def flow_server(tmp_path: Path) -> AsyncIterator[IvrServer]:
         "admin.listen": None,
         "routes": [{"client": "acme", "numbers": ["2000"], "flow": str(tmp_path / "line.yaml")}],
         "flows.prompt_cache": str(tmp_path / "cache"),
+        "flows.watch_interval": 0.1,
     }
     srv = IvrServer(load_config(REPO / "configs" / "ivr.yaml", overrides))
     await srv.start()
@@ -116,3 +117,9 @@ async def test_reload_with_a_broken_flow_changes_nothing(flow_server: IvrServer,
     (tmp_path / "line.yaml").write_text(FLOW.replace("Billing.", "Billing department."))
     result = await flow_server.reload()
     assert result.ok and flow_server.flows()[0]["version"] != before[0]["version"]
+
+
+async def test_a_changed_flow_file_is_reloaded_by_itself(flow_server: IvrServer, tmp_path: Path) -> None:
+    before = flow_server.flows()[0]["version"]
+    (tmp_path / "line.yaml").write_text(FLOW.replace("Goodbye.", "Goodbye, and thank you."))
+    await _until(lambda: flow_server.flows()[0]["version"] != before, timeout=10)
