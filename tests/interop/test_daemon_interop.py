@@ -77,6 +77,17 @@ def test_pcap_speech_and_rfc2833_digits_reach_the_daemon() -> None:
     assert int(records[0]["rtp_packets_received"]) > DIGITS_SENT * DIGIT_PACKETS, _records_text(ivr)
 
 
+@pytest.mark.usefixtures("need_sipp")
+def test_sipp_info_digits_are_answered_and_counted_and_an_unknown_body_is_415() -> None:
+    with IvrDaemon(hold_calls=True) as ivr:
+        result = Sipp("uac_info_dtmf.xml", ivr.sip_target, calls=1, timeout=60).run()
+        assert result.returncode == 0, result.describe() + "\n" + ivr.describe()
+        assert ivr.terminate() == 0, ivr.describe()
+    records = ivr.call_end_records()
+    assert len(records) == 1, _records_text(ivr)
+    assert int(records[0]["info_digits"]) == 3, _records_text(ivr)
+
+
 def _assert_heard_the_prompt(heard: AudioStats, heard_env: npt.NDArray[np.float64], prompt: AudioStats) -> None:
     assert prompt.seconds * 0.9 - 0.3 < heard.seconds < prompt.seconds + 1.0, (heard, prompt)
     assert heard.rms_dbfs > -40 and heard.active_seconds > 0.7 * prompt.active_seconds, (heard, prompt)
