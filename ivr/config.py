@@ -54,6 +54,11 @@ class MediaSettings(_Model):
     rtp_ports: str = Field("20000-29999", description="inclusive range of UDP ports for RTP (even ports are used)")
     codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU", "PCMA")
     allow_relatch: bool = Field(False, description="accept RTP from one new source address (NAT), once per call")
+    dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = Field(
+        "auto",
+        description="auto: RFC 4733 when negotiated, else in-band tones; rfc4733/inband: only that; "
+        "info: only SIP INFO (SIP INFO is always accepted)",
+    )
 
     @field_validator("address")
     @classmethod
@@ -80,6 +85,7 @@ class CallSettings(_Model):
     hangup_after_prompt: bool = Field(True, description="false: loop the prompt until the caller hangs up")
     max_calls: int = Field(2000, ge=1, description="concurrent calls; beyond it INVITEs get 503 Retry-After")
     max_call_seconds: float = Field(3600.0, gt=0, description="a call longer than this is ended with BYE")
+    recordings_dir: str = Field("var/recordings", description="where record nodes write WAV files")
 
 
 class CdrSettings(_Model):

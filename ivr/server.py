@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from ivr.call import Call
@@ -31,6 +33,7 @@ from ivr.flows.runtime import AiohttpClient, HandoffResult, RecordResult, TraceE
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
 from ivr.media.prompts import Prompt, PromptCache, PromptError
+from ivr.media.recorder import Recording, RecordingWriter
 from ivr.media.stream import MediaStream
 from ivr.ops.admin import AdminServer, AdminSettings, ReloadResult
 from ivr.ops.cdr import CallRecord, CdrStore, InputHeard, MediaQuality
@@ -85,6 +88,8 @@ class ActiveCall:
     task: asyncio.Task[None] | None = None
     route: FlowRoute | None = None
     trace: list[TraceEvent] = field(default_factory=list)
+    recording: Recording | None = None
+    recordings: int = 0
     answered: float | None = None
     limit: asyncio.TimerHandle | None = None
     fields: dict[str, object] = field(default_factory=dict)
@@ -141,13 +146,57 @@ class _NoQueueEndpoints:
         return HandoffResult(False, f"queue {queue!r}: no queue endpoints are configured in this version")
 
 
-class _NoRecorder:
-    """Until recording lands (the DTMF and audio issue), record nodes report a failure and the flow goes on."""
+class StreamRecorder:
+    """The record node: an optional beep, then the caller's audio to a WAV file on the writer thread, until a stop
+    key, silence, the length limit or a hang-up."""
+
+    def __init__(self, server: IvrServer) -> None:
+        self.server = server
+        self.writer = RecordingWriter()
+        self.beep = Prompt("beep", _beep_pcm())
 
     async def record(
         self, call: Call, *, max_seconds: float, beep: bool, stop_keys: str, silence_seconds: float | None
     ) -> RecordResult:
-        return RecordResult(None, 0.0, "failed: recording is not available in this version")
+        active = next((a for a in self.server.calls.values() if a.call is call), None)
+        if active is None or call.ended:
+            return RecordResult(None, 0.0, "hangup")
+        if beep:
+            await call.play(self.beep)
+            if call.ended:
+                return RecordResult(None, 0.0, "hangup")
+        active.recordings += 1
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in call.call_id)[:80]
+        path = (
+            self.server.config.resolve(self.server.config.calls.recordings_dir)
+            / day
+            / f"{safe_id}-{active.recordings}.wav"
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recording = Recording(
+                self.writer, path, loop=self.server.loop, source=active.stream, max_seconds=max_seconds,
+                stop_keys=stop_keys, silence_seconds=silence_seconds,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            return RecordResult(None, 0.0, f"failed: {exc}")
+        active.recording = recording
+        try:
+            result = await recording.wait()
+        finally:
+            active.recording = None
+        if result.error is not None:
+            return RecordResult(None, result.duration, f"failed: {result.error}")
+        reason = {"dtmf": "terminator", "closed": "hangup"}.get(result.stop_reason, result.stop_reason)
+        log.info("recorded", call_id=call.call_id, path=str(result.path), seconds=round(result.duration, 2),
+                 reason=reason, frames_dropped=result.frames_dropped)  # fmt: skip
+        return RecordResult(str(result.path), result.duration, reason)
+
+
+def _beep_pcm() -> npt.NDArray[np.int16]:
+    t = np.arange(int(0.25 * 8000)) / 8000.0
+    return (np.sin(2 * np.pi * 1000.0 * t) * 8000).astype(np.int16)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -193,7 +242,7 @@ class IvrServer:
         self.calls: dict[Leg, ActiveCall] = {}
         self.library = PromptLibrary(config.resolve(config.flows.prompt_cache))
         self._handoff = _NoQueueEndpoints()
-        self._recorder = _NoRecorder()
+        self._recorder = StreamRecorder(self)
         self._http = AiohttpClient()
         self._reloading = False
         self.routes = RouteTable([])
@@ -335,6 +384,7 @@ class IvrServer:
         if self.cdr is not None:
             await self.cdr.close()
         await self._http.close()
+        await self.loop.run_in_executor(None, self._recorder.writer.close, 5.0)
         log.info("stopped", calls_total=self.calls_total)
 
     # ---- transport ----
@@ -445,7 +495,7 @@ class IvrServer:
                 elif isinstance(out, DigitInfo):
                     active = self.calls.get(out.leg)
                     if active is not None:
-                        active.call._digit(out.key, "info")
+                        self._digit(active, out.key, "info")
 
     def _fire(self, token: tuple[int, str]) -> None:
         self._timers.pop(token, None)
@@ -551,6 +601,7 @@ class IvrServer:
             remote=(media.remote_address, media.remote_port),
             telephone_event_pt=media.telephone_event_pt,
             allow_relatch=self.config.media.allow_relatch,
+            dtmf_mode="none" if self.config.media.dtmf_mode == "info" else self.config.media.dtmf_mode,
         )
         if media.on_hold:
             stream.set_hold(True)
@@ -562,10 +613,10 @@ class IvrServer:
             media=stream,
             control=self,
         )
-        stream.on_digit = call._digit
         active = ActiveCall(
             leg, stream, port, call, started=time.time(), session_id=session_id, route=self._routes_for.pop(leg, None)
         )
+        stream.on_digit_event = lambda event: self._digit(active, event.key, event.source)
         self.calls[leg] = active
         self.calls_total += 1
         active.answered = time.time()
@@ -644,6 +695,7 @@ class IvrServer:
         if not media.on_hold:
             active.stream.set_remote((media.remote_address, media.remote_port))
         active.stream.set_hold(media.on_hold)
+        active.stream.telephone_event_pt = media.telephone_event_pt
         log.info("re-INVITE", call_id=leg.call_id, hold=media.on_hold)
         self.endpoint.respond(leg, 200, request=event.request, body=answer.serialize(), content_type="application/sdp")
 
@@ -659,6 +711,13 @@ class IvrServer:
             return  # the queue endpoint has the call; the handoff ended our leg
         if not call.ended:
             await call.hangup()
+
+    def _digit(self, active: ActiveCall, key: str, source: str) -> None:
+        """A key press from any source: a recording in progress takes its stop key; the call hears the rest."""
+        recording = active.recording
+        if recording is not None and not recording.stopped and recording.digit(key, source):
+            return
+        active.call._digit(key, source)
 
     def _on_ended(self, event: CallEnded) -> None:
         self._routes_for.pop(event.leg, None)
@@ -676,6 +735,8 @@ class IvrServer:
         self.calls.pop(active.leg, None)
         if active.limit is not None:
             active.limit.cancel()
+        if active.recording is not None and not active.recording.stopped:
+            active.recording.stop("closed")
         active.call._end(reason)
         stats = active.stream.stats
         media_record = active.stream.call_record()

@@ -123,3 +123,73 @@ async def test_a_changed_flow_file_is_reloaded_by_itself(flow_server: IvrServer,
     before = flow_server.flows()[0]["version"]
     (tmp_path / "line.yaml").write_text(FLOW.replace("Goodbye.", "Goodbye, and thank you."))
     await _until(lambda: flow_server.flows()[0]["version"] != before, timeout=10)
+
+
+RECORD_FLOW = textwrap.dedent(
+    """
+    name: message-line
+    languages: [en]
+    language: en
+    start: record
+    prompts:
+      leave: {en: "Leave a message after the tone."}
+      saved: {en: "Saved."}
+    nodes:
+      record:
+        type: record
+        prompt: leave
+        into: message
+        max_length: 10s
+        beep: true
+        terminator: "#"
+        next: saved
+      saved: {type: hangup, prompt: saved}
+    """
+)
+
+
+async def test_record_node_writes_the_callers_audio_until_the_hash_key(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    from ivr.media import g711
+    from ivr.media.rtp import RtpPacket
+
+    (tmp_path / "msg.yaml").write_text(RECORD_FLOW)
+    overrides = {
+        "sip.listen": f"127.0.0.1:{free_port()}",
+        "media.rtp_ports": free_rtp_range(20),
+        "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
+        "admin.listen": None,
+        "routes": [{"client": "acme", "numbers": ["*"], "flow": str(tmp_path / "msg.yaml")}],
+        "flows.prompt_cache": str(tmp_path / "cache"),
+        "calls.recordings_dir": str(tmp_path / "recordings"),
+    }
+    server = IvrServer(load_config(REPO / "configs" / "ivr.yaml", overrides))
+    await server.start()
+    caller = RawCaller(server, "rec-1")
+    try:
+        ok = await caller.call()
+        rtp_port = int(ok.body.split(b"m=audio ")[1].split(b" ")[0])
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(3.0)  # the prompt and the beep
+        tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 8000) * 6000).astype(np.int16)
+        encoded = g711.encode("PCMU", tone)
+        for i in range(50):  # one second of a 440 Hz tone, paced like a phone
+            packet = RtpPacket(0, 1000 + i, 160 * i, 0x1234, encoded[i * 160 : (i + 1) * 160], marker=i == 0)
+            await loop.sock_sendto(caller.rtp, packet.serialize(), ("127.0.0.1", rtp_port))
+            await asyncio.sleep(0.02)
+        await send_info(caller, 2, "#")
+        msg = await caller.recv(10)
+        while not (isinstance(msg, Request) and msg.method == "BYE"):
+            msg = await caller.recv(10)
+        await caller.send(_ok_for(msg))
+        await _until(lambda: not server.calls)
+    finally:
+        caller.close()
+        await server.close()
+    (wav,) = list((tmp_path / "recordings").rglob("*.wav"))
+    audio, rate = soundfile.read(wav, dtype="int16")
+    assert rate == 8000 and 0.7 < len(audio) / rate < 1.5
+    spectrum = np.abs(np.fft.rfft(audio.astype(np.float64)))
+    assert abs(np.argmax(spectrum) * rate / len(audio) - 440) < 5
