@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -173,6 +174,11 @@ def _run(server: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         await server.start()
+        # Everything loaded so far (modules, flows, prompts) lives as long as the process: move it out of the
+        # cyclic collector's sight, so a full collection under load scans only what calls allocate (shorter
+        # pauses of the media clock).
+        gc.collect()
+        gc.freeze()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.request_stop)
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)

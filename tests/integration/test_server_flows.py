@@ -193,3 +193,37 @@ async def test_record_node_writes_the_callers_audio_until_the_hash_key(tmp_path:
     assert rate == 8000 and 0.7 < len(audio) / rate < 1.5
     spectrum = np.abs(np.fft.rfft(audio.astype(np.float64)))
     assert abs(np.argmax(spectrum) * rate / len(audio) - 440) < 5
+
+
+async def test_inband_tones_drive_the_flow_when_telephone_event_is_not_negotiated(flow_server: IvrServer) -> None:
+    import numpy as np
+
+    from ivr.media import g711
+    from ivr.media.dtmf_inband import dtmf_tone
+    from ivr.media.rtp import RtpPacket
+
+    caller = RawCaller(flow_server, "inband-1", codecs="0")  # PCMU only: no telephone-event, so tones in-band
+    try:
+        ok = await caller.call()
+        assert b"telephone-event" not in ok.body
+        rtp_port = int(ok.body.split(b"m=audio ")[1].split(b" ")[0])
+        silence = np.zeros(int(0.6 * 8000))
+        tone = np.clip(dtmf_tone("1", 0.12), -32768, 32767)
+        audio = np.concatenate([silence, tone, silence]).astype(np.int16)
+        encoded = g711.encode("PCMU", audio)
+        loop = asyncio.get_running_loop()
+        for i in range(len(encoded) // 160):
+            packet = RtpPacket(0, 500 + i, 160 * i, 0x4321, encoded[i * 160 : (i + 1) * 160], marker=i == 0)
+            await loop.sock_sendto(caller.rtp, packet.serialize(), ("127.0.0.1", rtp_port))
+            await asyncio.sleep(0.02)
+        msg = await caller.recv(10)
+        while not (isinstance(msg, Request) and msg.method == "BYE"):
+            msg = await caller.recv(10)
+        await caller.send(_ok_for(msg))
+    finally:
+        caller.close()
+    assert flow_server.cdr is not None
+    await _until(lambda: flow_server.cdr is not None and flow_server.cdr.backlog == 0 and not flow_server.calls)
+    (record,) = [r for r in await flow_server.cdr.fetch() if r.call_id == "inband-1"]
+    assert record.path == ["menu", "billing", "goodbye"]
+    assert record.extra["media"]["dtmf_heard"] == "inband"
