@@ -129,6 +129,10 @@ class Call:
 
     async def next_event(self, timeout: float | None = None) -> CallEvent | None:
         """The next thing the caller did (a digit, a hang-up); ``None`` after ``timeout`` seconds of nothing."""
+        if not self._events.empty():
+            return self._events.get_nowait()  # wait_for(..., 0) would cancel the get before it runs (3.11)
+        if timeout is not None and timeout <= 0:
+            return None
         try:
             return await asyncio.wait_for(self._events.get(), timeout)
         except TimeoutError:

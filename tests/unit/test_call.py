@@ -112,3 +112,10 @@ async def test_hangup_verb_asks_the_controller_once() -> None:
 async def test_next_event_times_out_with_none() -> None:
     call, _, _ = make_call()
     assert await call.next_event(0.01) is None
+
+
+async def test_next_event_with_zero_timeout_returns_what_is_waiting() -> None:
+    call, _, _ = make_call()
+    call._digit("9")
+    assert await call.next_event(0) == Digit("9", "rfc4733")
+    assert await call.next_event(0) is None
