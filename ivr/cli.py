@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def serve(
     if cdr:
         overrides["cdr.url"] = cdr
     try:
-        cfg = load_config(path, overrides)
+        cfg = load_config(path, overrides, environ=os.environ)
     except ConfigError as exc:
         typer.echo(f"configuration error:\n{exc}", err=True)
         raise typer.Exit(2) from None
@@ -128,6 +129,32 @@ def graph(
     raise typer.Exit(draw_graph(flow, out, echo=typer.echo))
 
 
+config_app = typer.Typer(help="The daemon's configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="ivr.yaml (default: ./configs/ivr.yaml, else built-in)")
+    ] = None,
+) -> None:
+    """Validate ivr.yaml with the IVR_* environment applied, and the flows it routes to; exit 0 when clean."""
+    path = config if config is not None else default_config_path()
+    try:
+        cfg = load_config(path, environ=os.environ)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    from ivr.flows.commands import validate as validate_flows
+
+    flows = sorted({cfg.resolve(route.flow) for route in cfg.routes})
+    status = validate_flows(flows, known_queues=None, known_calendars=None, echo=typer.echo) if flows else 0
+    if status == 0:
+        typer.echo(f"{path or '<built-in defaults>'}: OK ({len(cfg.routes)} routes, {len(flows)} flow files)")
+    raise typer.Exit(status)
+
+
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
 
@@ -157,7 +184,7 @@ def cdr_export(
         typer.echo(f"--format {fmt!r}: write csv, json or jsonl", err=True)
         raise typer.Exit(2)
     try:
-        cfg = load_config(config if config is not None else default_config_path())
+        cfg = load_config(config if config is not None else default_config_path(), environ=os.environ)
     except ConfigError as exc:
         typer.echo(f"configuration error:\n{exc}", err=True)
         raise typer.Exit(2) from None

@@ -6,6 +6,7 @@ Every setting has an embedded default, so ``ivr serve`` with no file at all runs
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,9 +196,33 @@ def default_config_path() -> Path | None:
     return None
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> IvrConfig:
-    """Read and validate a config file (``None``: the embedded defaults). ``overrides`` are dotted keys from the
-    command line (``{"sip.listen": "127.0.0.1:5070"}``). Raises :class:`ConfigError` naming file:line."""
+ENV_PREFIX = "IVR_"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """Settings from the environment: ``IVR_SECTION__KEY=value`` (double underscore between levels, any case),
+    e.g. ``IVR_SIP__LISTEN=0.0.0.0:5060``, ``IVR_ADMIN__TOKEN=...``, ``IVR_CALLS__MAX_CALLS=500``. Values are read
+    as YAML scalars or flow lists (``false``, ``500``, ``[udp]``). Returns dotted key -> (variable name, value).
+    Variables without ``__`` (IVR_CONFIG, IVR_PYTHON ...) are not settings and are ignored."""
+    found: dict[str, tuple[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = YAML(typ="safe").load(raw) if raw.strip() else raw
+        except MarkedYAMLError:
+            value = raw
+        found[dotted] = (name, raw if isinstance(value, dict) else value)
+    return found
+
+
+def load_config(
+    path: Path | None, overrides: dict[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+) -> IvrConfig:
+    """Read and validate a config file (``None``: the embedded defaults), then settings from ``IVR_...``
+    environment variables (``environ``, default: none), then ``overrides``: dotted keys from the command line
+    (``{"sip.listen": "127.0.0.1:5070"}``). Raises :class:`ConfigError` naming file:line or the variable."""
     data: Any = CommentedMap()
     base_dir = REPO_CONFIGS
     if path is not None:
@@ -218,7 +243,10 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> I
             raise ConfigError(f"{path}:1: the top level must be a mapping (sip:, media:, calls:, log:)")
         data = loaded
     plain = _plain(data)
-    for dotted, value in (overrides or {}).items():
+    from_env = env_overrides(environ or {})
+    merged: dict[str, Any] = {key: value for key, (_name, value) in from_env.items()}
+    merged.update(overrides or {})
+    for dotted, value in merged.items():
         node = plain
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -228,7 +256,8 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> I
     try:
         return IvrConfig.model_validate(plain)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, data, path)) from None
+        env_names = {key: name for key, (name, _value) in from_env.items() if key not in (overrides or {})}
+        raise ConfigError(_describe(exc, data, path, env_names)) from None
 
 
 def _plain(node: Any) -> Any:
@@ -255,13 +284,17 @@ def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _describe(exc: ValidationError, data: Any, path: Path | None) -> str:
+def _describe(exc: ValidationError, data: Any, path: Path | None, env_names: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         key = ".".join(str(p) for p in loc)
         line = _line_of(data, loc)
-        where = f"{path}:{line}" if path is not None and line is not None else str(path or "<defaults>")
+        env_name = next((name for dotted, name in env_names.items() if key.startswith(dotted)), None)
+        if env_name is not None:
+            where = f"environment {env_name}"
+        else:
+            where = f"{path}:{line}" if path is not None and line is not None else str(path or "<defaults>")
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling; see configs/ivr.yaml for every setting)"
