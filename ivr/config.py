@@ -85,6 +85,10 @@ class CallSettings(_Model):
     welcome_prompt: str = Field("prompts/en/welcome.wav", description="relative to the config file's folder")
     hangup_after_prompt: bool = Field(True, description="false: loop the prompt until the caller hangs up")
     max_calls: int = Field(2000, ge=1, description="concurrent calls; beyond it INVITEs get 503 Retry-After")
+    max_calls_per_second: float = Field(
+        200.0, gt=0, description="new calls per second (burst of the same size); beyond: 503 with Retry-After"
+    )
+    shed_lag: float = Field(0.25, gt=0, description="event-loop lag (s) above which new calls get 503")
     max_call_seconds: float = Field(3600.0, gt=0, description="a call longer than this is ended with BYE")
     recordings_dir: str = Field("var/recordings", description="where record nodes write WAV files")
 

@@ -247,6 +247,8 @@ class IvrServer:
         self._reloading = False
         self.routes = RouteTable([])
         self._routes_for: dict[Leg, FlowRoute | None] = {}
+        self._cps_tokens = config.calls.max_calls_per_second
+        self._cps_at = 0.0
         self._pending: dict[Leg, _PendingOffer] = {}
         self.calls_total = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -293,6 +295,7 @@ class IvrServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._cps_at = self._loop.time()
         if self.config.routes:
             log.info("loading flows", routes=len(self.config.routes))
             self.routes = await self._loop.run_in_executor(None, self._load_routes)
@@ -530,6 +533,15 @@ class IvrServer:
                 self._refuse(leg, 404, f"no flow serves the number {dialled!r}", why="no_route")
                 return
         self._routes_for[leg] = route
+        lag = self.event_loop_lag()
+        if lag > self.config.calls.shed_lag:
+            clog.warning("call refused: event loop lagging", lag_ms=round(lag * 1000, 1))
+            self._refuse(leg, 503, "overloaded", why="lag", retry_after=5)
+            return
+        if not self._admit_rate():
+            clog.warning("call refused: calls per second limit", max_cps=self.config.calls.max_calls_per_second)
+            self._refuse(leg, 503, "too many new calls per second", why="cps", retry_after=1)
+            return
         if len(self.calls) + len(self._pending) >= self.config.calls.max_calls:
             clog.warning("call refused: at capacity", active_calls=len(self.calls))
             self._refuse(leg, 503, "at capacity", why="max_calls", retry_after=5)
@@ -590,6 +602,17 @@ class IvrServer:
         if self.cdr is not None:
             self.cdr.call_started(self._record(leg))
             self.cdr.call_answered(leg.call_id)
+
+    def _admit_rate(self) -> bool:
+        """Token bucket of max_calls_per_second new calls, with a burst of the same size."""
+        rate = self.config.calls.max_calls_per_second
+        now = self.loop.time()
+        self._cps_tokens = min(rate, self._cps_tokens + (now - self._cps_at) * rate)
+        self._cps_at = now
+        if self._cps_tokens < 1.0:
+            return False
+        self._cps_tokens -= 1.0
+        return True
 
     def _start_call(self, leg: Leg, port: int, sock: socket.socket, media: NegotiatedMedia, session_id: int) -> None:
         stream = MediaStream(

@@ -410,3 +410,25 @@ async def test_admin_api_answers_health_and_metrics(server: IvrServer) -> None:
     body = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert body.startswith(b"HTTP/1.1 200") and b"ivr_active_calls" in body
+
+
+@pytest.mark.parametrize("server", [{"calls.max_calls_per_second": 1}], indirect=True)
+async def test_calls_beyond_the_rate_limit_get_503_retry_after_1(server: IvrServer) -> None:
+    first, second = RawCaller(server, "r1"), RawCaller(server, "r2")
+    try:
+        assert (await first.call()).status == 200
+        refused = await second.call()
+        assert refused.status == 503 and refused.headers.get("Retry-After") == "1"
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_a_lagging_event_loop_sheds_new_calls(server: IvrServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "event_loop_lag", lambda: 1.0)
+    caller = RawCaller(server, "lag1")
+    try:
+        refused = await caller.call()
+        assert refused.status == 503 and "overloaded" in (refused.headers.get("Warning") or "")
+    finally:
+        caller.close()
