@@ -136,6 +136,27 @@ class FlowSettings(_Model):
     watch_interval: float = Field(2.0, gt=0, description="seconds between checks for changed files")
 
 
+class SecuritySettings(_Model):
+    trusted_sources: tuple[str, ...] = Field(
+        (), description="CIDRs allowed to send SIP (the softswitch, the trunk); empty: every source"
+    )
+    untrusted: Literal["reject", "drop"] = Field("reject", description="reject: 403 Forbidden; drop: no answer")
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _check_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR; write e.g. 10.0.0.0/8 or 192.0.2.10") from None
+        return value
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_sources)
+
+
 class LogSettings(_Model):
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -151,6 +172,7 @@ class IvrConfig(_Model):
         (), description="dialled number -> client and flow, first match wins; none: every call hears welcome_prompt"
     )
     flows: FlowSettings = Field(default_factory=FlowSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
     base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
 

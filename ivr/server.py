@@ -232,6 +232,8 @@ class IvrServer:
                 port=config.sip.port,
                 user_agent=config.sip.user_agent,
                 timers=TimerValues(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
+                trusted=config.security.networks,
+                untrusted_action=config.security.untrusted,
             )
         )
         self.prompts = PromptCache()

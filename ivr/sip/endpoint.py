@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
@@ -229,6 +230,9 @@ class EndpointConfig:
     user_agent: str = "ivr"
     timers: TimerValues = field(default_factory=TimerValues)
     accepting: bool = True  # False while draining: new INVITEs and OPTIONS get 503
+    # Sources allowed to send us SIP (the softswitch, the trunk); empty: everyone. Others get 403, or nothing.
+    trusted: tuple[IPv4Network | IPv6Network, ...] = ()
+    untrusted_action: str = "reject"  # "reject": 403 Forbidden; "drop": no answer at all (scanners learn nothing)
 
 
 _MERGE_MEMORY = 4096
@@ -255,6 +259,7 @@ class SipEndpoint:
         self._legs: set[Leg] = set()
         # (From tag, Call-ID, CSeq) -> branch of INVITEs in progress, for merged-request detection (8.2.2.2).
         self._recent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self.untrusted_messages = 0
 
     # ---- driver interface ----
 
@@ -268,6 +273,11 @@ class SipEndpoint:
 
     def receive(self, data: bytes, peer: Peer) -> None:
         """Feed one datagram (UDP) or one framed message (TCP) received from ``peer``."""
+        if self.config.trusted and not self._trusted(peer.host):
+            self.untrusted_messages += 1
+            if self.config.untrusted_action == "reject":
+                self._refuse_untrusted(data, peer)
+            return
         try:
             msg = parse_message(data, stream=peer.reliable)
         except SipError as exc:
@@ -279,6 +289,23 @@ class SipEndpoint:
             self._receive_request(msg, peer)
         else:
             self._receive_response(msg, peer)
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(address in network for network in self.config.trusted)
+
+    def _refuse_untrusted(self, data: bytes, peer: Peer) -> None:
+        """403 without any state: no transaction, no dialog, nothing a flood could fill."""
+        try:
+            msg = parse_message(data, stream=peer.reliable)
+        except SipError:
+            return
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            return
+        self._answer_unparseable(msg, SipError(f"source {peer.host} is not trusted", status=403), peer)
 
     def timer_fired(self, token: tuple[int, str]) -> None:
         entry_id, name = token

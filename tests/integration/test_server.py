@@ -432,3 +432,13 @@ async def test_a_lagging_event_loop_sheds_new_calls(server: IvrServer, monkeypat
         assert refused.status == 503 and "overloaded" in (refused.headers.get("Warning") or "")
     finally:
         caller.close()
+
+
+@pytest.mark.parametrize("server", [{"security.trusted_sources": ["192.0.2.0/24"]}], indirect=True)
+async def test_untrusted_source_gets_403_and_no_call(server: IvrServer) -> None:
+    caller = RawCaller(server, "untrusted")
+    try:
+        refused = await caller.call()
+        assert refused.status == 403 and not server.calls
+    finally:
+        caller.close()

@@ -630,3 +630,21 @@ def test_outgoing_leg_sends_info_digits_and_hears_the_callees_bye() -> None:
     h.feed(bye, peer=QUEUE)
     assert [m.status for m in h.take() if isinstance(m, Response)] == [200]
     assert h.event(CallEnded).reason is EndReason.REMOTE_BYE  # type: ignore[attr-defined]
+
+
+def test_untrusted_sources_get_403_without_any_state_or_nothing_when_dropping() -> None:
+    from ipaddress import ip_network
+
+    h = Harness()
+    h.ep.config.trusted = (ip_network("10.0.0.0/8"), ip_network("127.0.0.1/32"))
+    scanner = Peer("203.0.113.50", 5060, "udp")
+    h.feed(invite(), peer=scanner)
+    ((_, resp, peer),) = h.sent
+    assert isinstance(resp, Response) and resp.status == 403 and peer.host == "203.0.113.50"
+    assert h.events == [] and h.timers == {}  # no transaction, no call
+    h.sent.clear()
+    h.ep.config.untrusted_action = "drop"
+    h.feed(invite(branch="z9hG4bK-9"), peer=scanner)
+    assert h.sent == [] and h.ep.untrusted_messages == 2
+    h.feed(invite(branch="z9hG4bK-10"))  # 127.0.0.1 is trusted
+    assert h.statuses() == [100]
