@@ -141,6 +141,12 @@ class SecuritySettings(_Model):
         (), description="CIDRs allowed to send SIP (the softswitch, the trunk); empty: every source"
     )
     untrusted: Literal["reject", "drop"] = Field("reject", description="reject: 403 Forbidden; drop: no answer")
+    max_messages_per_source: float = Field(
+        2000.0,
+        gt=0,
+        description="SIP messages per second from one address not in trusted_sources (burst of twice that); "
+        "excess dropped. Trusted sources (the softswitch carrying every call) are not limited",
+    )
 
     @field_validator("trusted_sources")
     @classmethod

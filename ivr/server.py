@@ -16,6 +16,7 @@ import itertools
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,9 @@ class IvrServer:
         self._reloading = False
         self.routes = RouteTable([])
         self._routes_for: dict[Leg, FlowRoute | None] = {}
+        self._source_buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._trust_cache: dict[str, bool] = {}
+        self.dropped_rate_limited = 0
         self._cps_tokens = config.calls.max_calls_per_second
         self._cps_at = 0.0
         self._pending: dict[Leg, _PendingOffer] = {}
@@ -296,6 +300,14 @@ class IvrServer:
         return self._clock
 
     async def start(self) -> None:
+        """Load flows, open the call record store and the admin API, bind SIP; on any failure undo what was done."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._cps_at = self._loop.time()
         if self.config.routes:
@@ -395,6 +407,8 @@ class IvrServer:
     # ---- transport ----
 
     def _receive(self, data: bytes, peer: Peer) -> None:
+        if not self._is_trusted(peer.host) and not self._source_allowed(peer.host):
+            return
         try:
             self.endpoint.receive(data, peer)
         except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
@@ -402,6 +416,38 @@ class IvrServer:
         except Exception:
             log.exception("bug: unhandled error on a SIP message", peer=f"{peer.host}:{peer.port}")
         self._flush()
+
+    def _is_trusted(self, host: str) -> bool:
+        """Listed in security.trusted_sources (cached per address: no CIDR walk per packet)."""
+        known = self._trust_cache.get(host)
+        if known is None:
+            networks = self.config.security.networks
+            try:
+                address = ipaddress.ip_address(host)
+                known = any(address in n for n in networks)
+            except ValueError:
+                known = False
+            if len(self._trust_cache) > 4096:
+                self._trust_cache.clear()
+            self._trust_cache[host] = known
+        return known
+
+    def _source_allowed(self, host: str) -> bool:
+        """Per-address token bucket: a flood from one source is dropped before it costs a parse (RFC 3261 says
+        nothing; this is what keeps one broken or hostile peer from starving the others)."""
+        rate = self.config.security.max_messages_per_source
+        now = self.loop.time()
+        tokens, at = self._source_buckets.pop(host, (2 * rate, now))
+        tokens = min(2 * rate, tokens + (now - at) * rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        else:
+            self.dropped_rate_limited += 1
+        self._source_buckets[host] = (tokens, now)  # most recent last: the oldest are forgotten first
+        if len(self._source_buckets) > 10000:
+            self._source_buckets.popitem(last=False)
+        return allowed
 
     async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = next(self._conn_ids)

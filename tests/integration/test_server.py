@@ -7,6 +7,7 @@ interop suite proves the same against peers nobody here wrote (SIPp, baresip, si
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import socket
 from collections.abc import AsyncIterator
@@ -23,9 +24,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for both UDP and TCP right now (SIP binds both); another process may still take it before the
+    daemon binds, which is why :func:`start_server` retries."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, other) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+async def start_server(overrides: dict[str, object], attempts: int = 5) -> IvrServer:
+    """An IvrServer on fresh ports, retried when a port was taken between choosing and binding it."""
+    for attempt in range(attempts):
+        merged = {"sip.listen": f"127.0.0.1:{free_port()}", "media.rtp_ports": free_rtp_range(20), **overrides}
+        srv = IvrServer(load_config(REPO / "configs" / "ivr.yaml", merged))
+        try:
+            await srv.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+            continue
+        return srv
+    raise AssertionError("unreachable")
 
 
 def free_rtp_range(size: int = 20) -> str:
@@ -36,17 +62,13 @@ def free_rtp_range(size: int = 20) -> str:
 
 @pytest.fixture
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IvrServer]:
-    overrides = {
-        "sip.listen": f"127.0.0.1:{free_port()}",
-        "media.rtp_ports": free_rtp_range(20),
+    overrides: dict[str, object] = {
         "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
         "admin.listen": "127.0.0.1:0",
         "routes": [],  # these tests drive the welcome application; flows have their own tests
     }
     overrides.update(getattr(request, "param", {}))
-    cfg = load_config(REPO / "configs" / "ivr.yaml", overrides)
-    srv = IvrServer(cfg)
-    await srv.start()
+    srv = await start_server(overrides)
     try:
         yield srv
     finally:
@@ -440,5 +462,25 @@ async def test_untrusted_source_gets_403_and_no_call(server: IvrServer) -> None:
     try:
         refused = await caller.call()
         assert refused.status == 403 and not server.calls
+    finally:
+        caller.close()
+
+
+@pytest.mark.parametrize("server", [{"security.max_messages_per_source": 5}], indirect=True)
+async def test_a_flood_from_one_source_is_dropped_beyond_its_rate(server: IvrServer) -> None:
+    caller = RawCaller(server, "flood")
+    try:
+        options = caller.request("OPTIONS", 1, "opt").replace(b"Call-ID: flood", b"Call-ID: flood-opt")
+        for i in range(40):
+            await caller.send(options.replace(b"branch=z9hG4bKopt", f"branch=z9hG4bKopt{i}".encode()))
+        answered = 0
+        while True:
+            try:
+                await caller.recv(0.5)
+            except TimeoutError:
+                break
+            answered += 1
+        assert 8 <= answered <= 12  # the burst (2 x 5), give or take the refill while sending
+        assert server.dropped_rate_limited >= 28
     finally:
         caller.close()

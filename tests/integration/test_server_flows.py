@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.config import load_config
 from ivr.server import IvrServer
 from ivr.sip.message import Request
-from tests.integration.test_server import REPO, RawCaller, _ok_for, _until, free_port, free_rtp_range
+from tests.integration.test_server import RawCaller, _ok_for, _until, start_server
 
 FLOW = textwrap.dedent(
     """
@@ -45,17 +44,14 @@ FLOW = textwrap.dedent(
 @pytest.fixture
 async def flow_server(tmp_path: Path) -> AsyncIterator[IvrServer]:
     (tmp_path / "line.yaml").write_text(FLOW)
-    overrides = {
-        "sip.listen": f"127.0.0.1:{free_port()}",
-        "media.rtp_ports": free_rtp_range(20),
+    overrides: dict[str, object] = {
         "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
         "admin.listen": None,
         "routes": [{"client": "acme", "numbers": ["2000"], "flow": str(tmp_path / "line.yaml")}],
         "flows.prompt_cache": str(tmp_path / "cache"),
         "flows.watch_interval": 0.1,
     }
-    srv = IvrServer(load_config(REPO / "configs" / "ivr.yaml", overrides))
-    await srv.start()
+    srv = await start_server(overrides)
     try:
         yield srv
     finally:
@@ -156,17 +152,14 @@ async def test_record_node_writes_the_callers_audio_until_the_hash_key(tmp_path:
     from ivr.media.rtp import RtpPacket
 
     (tmp_path / "msg.yaml").write_text(RECORD_FLOW)
-    overrides = {
-        "sip.listen": f"127.0.0.1:{free_port()}",
-        "media.rtp_ports": free_rtp_range(20),
+    overrides: dict[str, object] = {
         "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
         "admin.listen": None,
         "routes": [{"client": "acme", "numbers": ["*"], "flow": str(tmp_path / "msg.yaml")}],
         "flows.prompt_cache": str(tmp_path / "cache"),
         "calls.recordings_dir": str(tmp_path / "recordings"),
     }
-    server = IvrServer(load_config(REPO / "configs" / "ivr.yaml", overrides))
-    await server.start()
+    server = await start_server(overrides)
     caller = RawCaller(server, "rec-1")
     try:
         ok = await caller.call()
