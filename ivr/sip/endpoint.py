@@ -242,6 +242,7 @@ _CLIENT_DONE = frozenset(
         ClientNonInviteState.COMPLETED,
         ClientNonInviteState.TERMINATED,
         ClientInviteState.COMPLETED,
+        ClientInviteState.ACCEPTED,  # a 2xx arrived: the transaction only waits out timer M for retransmissions
         ClientInviteState.TERMINATED,
     )
 )

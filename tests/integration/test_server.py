@@ -285,7 +285,7 @@ async def test_tcp_invite_is_answered_on_the_same_connection(server: IvrServer) 
         await asyncio.sleep(0.05)
         writer.write(invite[37:])
         await writer.drain()
-        statuses = []
+        statuses: list[int] = []
         while not statuses or statuses[-1] < 200:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])

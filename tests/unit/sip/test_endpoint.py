@@ -564,6 +564,12 @@ def test_outgoing_call_is_answered_acked_and_reacked_on_a_retransmitted_200() ->
     h.feed(reply(invite, 200, body=SDP), peer=QUEUE)
     assert [m.method for m in h.take() if isinstance(m, Request)] == ["ACK"]
     assert len([e for e in h.events if isinstance(e, CallAnswered)]) == 1
+    h.ep.hangup(leg)
+    h.pump()
+    (bye,) = h.take()
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    h.feed(Response(200, headers=bye.headers.copy()).to_bytes(), peer=QUEUE)
+    assert not h.ep.busy  # the INVITE transaction waiting out timer M does not keep a shutdown waiting
 
 
 def test_outgoing_call_busy_ends_failed_and_the_transaction_acks_it() -> None:

@@ -1,0 +1,467 @@
+"""``SimCaller``: a caller (UAC) for tests and ops, built on the daemon's own SIP and media code.
+
+It pumps a :class:`~ivr.sip.endpoint.SipEndpoint` over an asyncio UDP socket the way ``ivr.server`` does (outputs
+drained after every input, timers on ``loop.call_later``), places one call at a time with our SDP offer, and once
+the call is answered runs a :class:`~ivr.media.stream.MediaStream` to the answer's address: it records every audio
+payload it receives (``heard_frames``, for :mod:`ivr.simulator.fingerprint`) and sends key presses by RFC 4733 or
+SIP INFO::
+
+    async with SimCaller() as caller:
+        await caller.dial("sip:2000@127.0.0.1:5060")
+        await caller.press("1")
+        await caller.wait_hangup(10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import socket
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Literal
+
+import numpy as np
+
+from ivr.media.digits import normalize_key
+from ivr.media.dtmf_inband import dtmf_tone
+from ivr.media.ports import RtpPortPool
+from ivr.media.prompts import Prompt
+from ivr.media.stream import MediaStream
+from ivr.sip.endpoint import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    ClearTimer,
+    DigitInfo,
+    EndpointConfig,
+    EndReason,
+    IncomingCall,
+    Leg,
+    LegState,
+    Peer,
+    ReInvite,
+    SetTimer,
+    SipEndpoint,
+    Transmit,
+)
+from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError, SessionDescription, build_offer, parse_answer
+from ivr.sip.transaction import TimerValues
+from ivr.sip.uri import SipURI
+
+__all__ = ["CallFailed", "SimCaller", "SimCallerError"]
+
+CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
+PressMethod = Literal["rfc4733", "info", "inband"]
+
+
+class SimCallerError(Exception):
+    """The simulated caller cannot do what it was asked (no call, call already up, unusable answer...)."""
+
+
+class CallFailed(SimCallerError):
+    """The call was not answered: a final non-2xx response (``status``), or none at all (``status`` 408)."""
+
+    def __init__(self, target: str, status: int | None, reason: EndReason) -> None:
+        self.target = target
+        self.status = status
+        self.reason = reason
+        super().__init__(f"call to {target} failed: {status if status is not None else 'no status'} ({reason.value})")
+
+
+class _SipProtocol(asyncio.DatagramProtocol):
+    def __init__(self, caller: SimCaller) -> None:
+        self.caller = caller
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.caller._receive(data, Peer(str(addr[0]), int(addr[1]), "udp"))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP unreachable: the transactions' timers deal with a peer that is gone
+
+
+class SimCaller:
+    """One simulated phone on ``host`` (an IP literal). Use as ``async with SimCaller() as caller``.
+
+    The SIP socket binds port 0 (any free port). RTP comes from ``RtpPortPool(host, *rtp_ports)`` when
+    ``rtp_ports`` is given, otherwise from a socket on any free port. ``timers`` are the SIP T1/T2/T4 values."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        rtp_ports: tuple[int, int] | None = None,
+        timers: TimerValues | None = None,
+        user_agent: str = "ivr-simulator",
+    ) -> None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"host must be an IP address literal, got {host!r}") from None
+        self.host = host
+        self._timer_values = timers or TimerValues()
+        self._user_agent = user_agent
+        self._pool: RtpPortPool | None = RtpPortPool(host, *rtp_ports) if rtp_ports is not None else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._endpoint: SipEndpoint | None = None
+        self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+        self._leg: Leg | None = None
+        self._answered: asyncio.Future[CallAnswered] | None = None
+        self._ended: asyncio.Future[CallEnded] | None = None
+        self._stream: MediaStream | None = None
+        self._rtp_port: int | None = None
+        self._rtp_sock: socket.socket | None = None
+        self._pooled = False
+        self.media: NegotiatedMedia | None = None
+        self.progress: list[int] = []
+        """Provisional statuses received for the current call (180, 183...)."""
+        self.heard_frames: list[bytes] = []
+        """The audio payloads received in the current call, in arrival order."""
+        self.end: CallEnded | None = None
+        """How the current (or last) call ended."""
+
+    # ---- lifecycle ----
+
+    async def __aenter__(self) -> SimCaller:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind the SIP socket."""
+        if self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        transport, _ = await loop.create_datagram_endpoint(lambda: _SipProtocol(self), local_addr=(self.host, 0))
+        self._transport = transport
+        port = int(transport.get_extra_info("sockname")[1])
+        self._endpoint = SipEndpoint(
+            EndpointConfig(host=self.host, port=port, user_agent=self._user_agent, timers=self._timer_values)
+        )
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Hang up a call in progress (waiting up to ``timeout`` for the BYE's answer) and release the sockets."""
+        if self._leg is not None and self.end is None:
+            with contextlib.suppress(TimeoutError, SimCallerError):
+                await self.hangup(timeout)
+        self._close_media()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def sip_address(self) -> tuple[str, int]:
+        endpoint = self._require_endpoint()
+        return endpoint.config.host, endpoint.config.port
+
+    @property
+    def stream(self) -> MediaStream | None:
+        """The call's media stream while the call is up."""
+        return self._stream
+
+    @property
+    def leg(self) -> Leg | None:
+        return self._leg
+
+    # ---- verbs ----
+
+    async def dial(
+        self,
+        target: str,
+        caller_number: str = "0888123456",
+        codecs: Sequence[str] = ("PCMU",),
+        *,
+        telephone_event: bool = True,
+        timeout: float = 10.0,
+    ) -> CallAnswered:
+        """Call ``target`` (``sip:user@ip:port``) and wait until it is answered; media starts at once.
+
+        ``telephone_event=False`` offers no RFC 4733 payload type (the daemon then listens for in-band tones).
+        Raises :class:`CallFailed` (with the status) when the call is refused or not answered within ``timeout``
+        (then it is cancelled first)."""
+        endpoint = self._require_endpoint()
+        loop = self._require_loop()
+        if self._leg is not None and self.end is None:
+            raise SimCallerError("a call is already in progress; hang it up first")
+        self._close_media()
+        uri = SipURI.parse(target)
+        peer_host, peer_port = uri.host_port()
+        if not _is_ip(peer_host):
+            infos = await loop.getaddrinfo(peer_host, peer_port, type=socket.SOCK_DGRAM)
+            peer_host = str(infos[0][4][0])
+        offered = [_codec(name) for name in codecs]
+        if not offered:
+            raise ValueError("codecs must name at least one codec")
+        port, sock = self._acquire_rtp()
+        session_id = secrets.randbelow(2**31)
+        offer = build_offer(
+            local_address=self.host,
+            local_port=port,
+            codecs=offered,
+            session_id=session_id,
+            session_version=session_id,
+            username="simcaller",
+            telephone_event_pt=101 if telephone_event else None,
+        )
+        self.heard_frames = []
+        self.progress = []
+        self.end = None
+        self.media = None
+        self._answered = loop.create_future()
+        self._ended = loop.create_future()
+        sip_host, sip_port = self.sip_address
+        self._leg = endpoint.call(
+            request_uri=target,
+            from_uri=f"sip:{caller_number}@{sip_host}:{sip_port}",
+            to_uri=target,
+            peer=Peer(peer_host, peer_port, "udp"),
+            sdp=offer.serialize(),
+        )
+        self._flush()
+        try:
+            answered = await asyncio.wait_for(asyncio.shield(self._answered), timeout)
+        except TimeoutError:
+            self._answered.cancel()  # the CANCEL's outcome is not waited for; nobody reads this future now
+            endpoint.hangup(self._leg)
+            self._flush()
+            self._close_media()
+            raise CallFailed(target, 408, EndReason.TIMEOUT) from None
+        except CallFailed:
+            self._close_media()
+            raise
+        try:
+            media = parse_answer(SessionDescription.parse(answered.response.body), offered)
+            if not _is_ip(media.remote_address):
+                raise SdpError(488, f"c= address {media.remote_address!r} is not an IP address")
+        except SdpError as exc:
+            endpoint.hangup(self._leg)
+            self._flush()
+            self._close_media()
+            raise SimCallerError(f"call to {target} answered with an unusable SDP answer: {exc.reason}") from exc
+        self.media = media
+        self._stream = MediaStream(
+            loop,
+            sock,
+            codec=media.codec.name,
+            payload_type=media.codec.payload_type,
+            remote=(media.remote_address, media.remote_port),
+            telephone_event_pt=media.telephone_event_pt,
+            on_audio=self._on_audio,
+            dtmf_mode="none",
+        )
+        self._rtp_sock = None  # the stream owns it now
+        return answered
+
+    async def press(
+        self, keys: str, *, method: PressMethod = "rfc4733", gap: float = 0.15, duration_ms: int = 100
+    ) -> None:
+        """Press ``keys`` one after another, each held ``duration_ms``, ``gap`` seconds apart: by RFC 4733 events
+        in the media (the default; needs a negotiated telephone-event), by SIP INFO application/dtmf-relay, or as
+        in-band tones in the audio (each tone followed by ``gap`` seconds of encoded silence)."""
+        if method not in ("rfc4733", "info", "inband"):
+            raise ValueError(f"method must be 'rfc4733', 'info' or 'inband', got {method!r}")
+        endpoint = self._require_endpoint()
+        leg, stream = self._require_call()
+        for count, key in enumerate(keys):
+            if count:
+                await asyncio.sleep(gap)
+            if method == "info":
+                endpoint.send_info_digit(leg, key, duration_ms)
+                self._flush()
+                await asyncio.sleep(duration_ms / 1000)
+                continue
+            if method == "inband":
+                await self._play_tone(stream, key, duration_ms, gap)
+                continue
+            stream.send_digit(key, duration_ms)
+            # The stream gives no event when a press is sent; the last report goes out after the press and
+            # three end reports, so waiting that long (plus slack for a late tick) normally suffices.
+            deadline = asyncio.get_running_loop().time() + duration_ms / 1000 + 1.0
+            await asyncio.sleep(duration_ms / 1000 + 4 * stream.clock.ptime)
+            while stream.sending_digits and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(stream.clock.ptime)
+
+    async def _play_tone(self, stream: MediaStream, key: str, duration_ms: int, gap: float) -> None:
+        tone = dtmf_tone(normalize_key(key), duration_ms / 1000)
+        silence = np.zeros(max(round(gap * 8000), 480), dtype=np.int16)  # at least 60 ms: the detector hears the end
+        pcm = np.concatenate([np.clip(np.rint(tone), -32768, 32767).astype(np.int16), silence])
+        frames = Prompt(f"dtmf-{key}", pcm).frames(stream.codec)
+        done: asyncio.Future[None] = self._require_loop().create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        stream.play(frames, on_done=finished)
+        timeout = len(frames) * stream.clock.ptime + 1.0
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            stream.stop_playback()
+            raise SimCallerError(f"the tone for key {key!r} did not finish playing in {timeout:.1f} s") from None
+
+    async def hangup(self, timeout: float = 2.0) -> CallEnded:
+        """Send BYE (or CANCEL while unanswered) and wait up to ``timeout`` for the BYE's answer."""
+        endpoint = self._require_endpoint()
+        if self._leg is None:
+            raise SimCallerError("no call to hang up")
+        endpoint.hangup(self._leg)
+        self._flush()
+        ended = await self._wait_ended(timeout)
+        loop = self._require_loop()
+        deadline = loop.time() + timeout
+        leg = self._leg
+        # The BYE's final response (or its timeout) moves the leg to ENDED; the sans-I/O endpoint has no event for it.
+        while leg.state is not LegState.ENDED and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        self._close_media()
+        return ended
+
+    async def wait_hangup(self, timeout: float) -> CallEnded:
+        """Wait up to ``timeout`` seconds for the call to end (the far end's BYE: reason ``REMOTE_BYE``);
+        raises ``TimeoutError`` if it does not."""
+        ended = await self._wait_ended(timeout)
+        self._close_media()
+        return ended
+
+    # ---- the endpoint's driver ----
+
+    def _receive(self, data: bytes, peer: Peer) -> None:
+        if self._endpoint is None:
+            return
+        self._endpoint.receive(data, peer)
+        self._flush()
+
+    def _flush(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        loop = self._require_loop()
+        while outputs := endpoint.outputs():
+            for out in outputs:
+                if isinstance(out, Transmit):
+                    if self._transport is not None:
+                        self._transport.sendto(out.data, (out.peer.host, out.peer.port))
+                elif isinstance(out, SetTimer):
+                    old = self._timers.pop(out.token, None)
+                    if old is not None:
+                        old.cancel()
+                    self._timers[out.token] = loop.call_later(out.delay, self._fire, out.token)
+                elif isinstance(out, ClearTimer):
+                    handle = self._timers.pop(out.token, None)
+                    if handle is not None:
+                        handle.cancel()
+                elif isinstance(out, CallProgress):
+                    if out.leg is self._leg:
+                        self.progress.append(out.response.status)
+                elif isinstance(out, CallAnswered):
+                    if out.leg is self._leg and self._answered is not None and not self._answered.done():
+                        self._answered.set_result(out)
+                elif isinstance(out, CallEnded):
+                    self._on_ended(out)
+                elif isinstance(out, IncomingCall):
+                    endpoint.reject(out.leg, 486, "a simulated caller takes no calls")
+                elif isinstance(out, ReInvite):
+                    endpoint.respond(out.leg, 488, request=out.request)
+                elif isinstance(out, CallConfirmed | DigitInfo):
+                    pass  # UAS-side events: the caller never answers calls
+
+    def _fire(self, token: tuple[int, str]) -> None:
+        self._timers.pop(token, None)
+        if self._endpoint is not None:
+            self._endpoint.timer_fired(token)
+            self._flush()
+
+    def _on_ended(self, event: CallEnded) -> None:
+        if event.leg is not self._leg:
+            return
+        self.end = event
+        if self._answered is not None and not self._answered.done():
+            target = self._leg.invite.uri if self._leg is not None else "?"
+            self._answered.set_exception(CallFailed(target, event.status, event.reason))
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(event)
+        if self._stream is not None:
+            self._stream.stop_playback()
+
+    def _on_audio(self, sequence: int, timestamp: int, payload: bytes) -> None:
+        self.heard_frames.append(payload)
+
+    # ---- helpers ----
+
+    async def _wait_ended(self, timeout: float) -> CallEnded:
+        if self._ended is None:
+            raise SimCallerError("no call was placed")
+        return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+
+    def _acquire_rtp(self) -> tuple[int, socket.socket]:
+        if self._pool is not None:
+            port, sock = self._pool.acquire()
+            self._pooled = True
+        else:
+            family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.host, 0))
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            port = int(sock.getsockname()[1])
+            self._pooled = False
+        self._rtp_port, self._rtp_sock = port, sock
+        return port, sock
+
+    def _close_media(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self._rtp_sock is not None:
+            self._rtp_sock.close()
+            self._rtp_sock = None
+        if self._rtp_port is not None:
+            if self._pooled and self._pool is not None:
+                self._pool.release(self._rtp_port)
+            self._rtp_port = None
+
+    def _require_endpoint(self) -> SipEndpoint:
+        if self._endpoint is None:
+            raise SimCallerError("SimCaller is not started: use 'async with SimCaller() as caller'")
+        return self._endpoint
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise SimCallerError("SimCaller is not started: use 'async with SimCaller() as caller'")
+        return self._loop
+
+    def _require_call(self) -> tuple[Leg, MediaStream]:
+        if self._leg is None or self._stream is None or self.end is not None:
+            raise SimCallerError("no call in progress")
+        return self._leg, self._stream
+
+
+def _codec(name: str) -> Codec:
+    try:
+        return CODECS[name.upper()]
+    except KeyError:
+        raise ValueError(f"unsupported codec {name!r}; one of {sorted(CODECS)}") from None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
