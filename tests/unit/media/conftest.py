@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from ivr.media.clock import MediaClock
+from ivr.media.stream import MediaStream
+
 
 class FakeTimer:
     def __init__(self, when: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -164,5 +167,27 @@ def fake_loop() -> FakeLoop:
 def make_socket(fake_loop: FakeLoop) -> Callable[..., FakeSocket]:
     def make(**kwargs: Any) -> FakeSocket:
         return FakeSocket(fake_loop, **kwargs)
+
+    return make
+
+
+REMOTE = ("192.0.2.10", 30000)
+FRAMES = tuple(bytes([i]) * 160 for i in range(10))
+
+
+@pytest.fixture
+def clock(fake_loop: Any) -> MediaClock:
+    clock = MediaClock(fake_loop)
+    clock.start()
+    return clock
+
+
+@pytest.fixture
+def new_stream(fake_loop: Any, make_socket: Callable[..., Any], clock: MediaClock) -> Callable[..., Any]:
+    def make(**kwargs: Any) -> tuple[MediaStream, Any]:
+        sock = make_socket()
+        options: dict[str, Any] = {"codec": "PCMU", "payload_type": 0, "remote": REMOTE, "clock": clock}
+        options.update(kwargs)
+        return MediaStream(fake_loop, sock, **options), sock
 
     return make

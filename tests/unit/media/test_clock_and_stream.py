@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,27 +12,7 @@ from ivr.media.clock import MediaClock
 from ivr.media.rtp import RtpPacket
 from ivr.media.stream import MAX_DATAGRAMS_PER_WAKEUP, MediaStream
 from ivr.media.telephone_event import key_press_events
-
-REMOTE = ("192.0.2.10", 30000)
-FRAMES = tuple(bytes([i]) * 160 for i in range(10))
-
-
-@pytest.fixture
-def clock(fake_loop: Any) -> MediaClock:
-    clock = MediaClock(fake_loop)
-    clock.start()
-    return clock
-
-
-@pytest.fixture
-def new_stream(fake_loop: Any, make_socket: Callable[..., Any], clock: MediaClock) -> Callable[..., Any]:
-    def make(**kwargs: Any) -> tuple[MediaStream, Any]:
-        sock = make_socket()
-        options: dict[str, Any] = {"codec": "PCMU", "payload_type": 0, "remote": REMOTE, "clock": clock}
-        options.update(kwargs)
-        return MediaStream(fake_loop, sock, **options), sock
-
-    return make
+from tests.unit.media.conftest import FRAMES, REMOTE
 
 
 def sent_packets(sock: Any) -> list[RtpPacket]:

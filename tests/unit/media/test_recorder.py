@@ -62,9 +62,7 @@ def test_max_length_keeps_exactly_that_much_audio(writer: RecordingWriter, tmp_p
     assert np.array_equal(wav(tmp_path / "a.wav"), np.concatenate(frames[:50]))
 
 
-def test_stop_key_ends_the_recording_and_keeps_everything_before_it(
-    writer: RecordingWriter, tmp_path: Path
-) -> None:
+def test_stop_key_ends_the_recording_and_keeps_everything_before_it(writer: RecordingWriter, tmp_path: Path) -> None:
     frames = loud_frames(25)
 
     async def scenario() -> RecordingResult:

@@ -4,7 +4,6 @@ and wait audio, on virtual time with a fake socket."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,27 +17,7 @@ from ivr.media.prompts import Prompt, wait_audio
 from ivr.media.rtp import RtpPacket
 from ivr.media.stream import MediaStream
 from ivr.media.telephone_event import EventCounter, TelephoneEvent, key_press_events
-
-REMOTE = ("192.0.2.10", 30000)
-FRAMES = tuple(bytes([i]) * 160 for i in range(10))
-
-
-@pytest.fixture
-def clock(fake_loop: Any) -> MediaClock:
-    clock = MediaClock(fake_loop)
-    clock.start()
-    return clock
-
-
-@pytest.fixture
-def new_stream(fake_loop: Any, make_socket: Callable[..., Any], clock: MediaClock) -> Callable[..., Any]:
-    def make(**kwargs: Any) -> tuple[MediaStream, Any]:
-        sock = make_socket()
-        options: dict[str, Any] = {"codec": "PCMU", "payload_type": 0, "remote": REMOTE, "clock": clock}
-        options.update(kwargs)
-        return MediaStream(fake_loop, sock, **options), sock
-
-    return make
+from tests.unit.media.conftest import FRAMES, REMOTE
 
 
 def rtp(pt: int, seq: int, ts: int, payload: bytes, *, marker: bool = False, ssrc: int = 0x1111) -> bytes:
@@ -141,9 +120,7 @@ def test_with_telephone_event_auto_mode_decodes_nothing(fake_loop: Any, new_stre
     assert keys == []
 
 
-@pytest.mark.parametrize(
-    ("mode", "expected"), [("inband", "7"), ("rfc4733", "4"), ("none", ""), ("auto", "4")]
-)
+@pytest.mark.parametrize(("mode", "expected"), [("inband", "7"), ("rfc4733", "4"), ("none", ""), ("auto", "4")])
 def test_forced_mode_hears_only_its_own_kind(fake_loop: Any, new_stream: Any, mode: str, expected: str) -> None:
     keys: list[str] = []
     _, sock = new_stream(telephone_event_pt=101, dtmf_mode=mode, on_digit=keys.append)
@@ -347,9 +324,7 @@ def test_digits_sent_by_one_stream_are_heard_by_another(fake_loop: Any, clock: M
 # -- wait audio -----------------------------------------------------------------------------------------------------
 
 
-def test_switching_from_wait_audio_to_a_prompt_and_back_keeps_one_talk_spurt(
-    fake_loop: Any, new_stream: Any
-) -> None:
+def test_switching_from_wait_audio_to_a_prompt_and_back_keeps_one_talk_spurt(fake_loop: Any, new_stream: Any) -> None:
     tones = [Prompt(f"p{i}", np.full(160 * (i + 1), 1000 * (i + 1), dtype=np.int16)) for i in range(2)]
     music = wait_audio("moh", tones, gap=0.04)
     assert len(music.frames("PCMU")) == 1 + 2 + 2 + 2  # p0, gap, p1, gap
