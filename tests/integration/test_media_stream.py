@@ -448,9 +448,7 @@ def test_send_digit_between_two_streams_over_loopback(run: Runner) -> None:
         loop = asyncio.get_running_loop()
         a_sock, b_sock = udp_socket(), udp_socket()
         ended: list[DigitEvent] = []
-        a = MediaStream(
-            loop, a_sock, codec="PCMU", payload_type=0, remote=b_sock.getsockname(), telephone_event_pt=101
-        )
+        a = MediaStream(loop, a_sock, codec="PCMU", payload_type=0, remote=b_sock.getsockname(), telephone_event_pt=101)
         b = MediaStream(
             loop,
             b_sock,

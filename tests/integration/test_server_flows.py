@@ -60,13 +60,7 @@ async def flow_server(tmp_path: Path) -> AsyncIterator[IvrServer]:
 
 async def send_info(caller: RawCaller, cseq: int, key: str) -> None:
     body = f"Signal={key}\r\nDuration=100\r\n".encode()
-    info = caller.request("INFO", cseq, f"info{cseq}", in_dialog=True).replace(b"Content-Length: 0\r\n", b"")
-    info = info.replace(
-        b"\r\n\r\n",
-        b"\r\nContent-Type: application/dtmf-relay\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode(),
-        1,
-    )
-    await caller.send(info + body)
+    await caller.send(caller.request("INFO", cseq, f"info{cseq}", body, True, "application/dtmf-relay"))
 
 
 async def test_dialled_number_runs_its_flow_and_the_record_names_client_flow_and_path(
