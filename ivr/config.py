@@ -90,6 +90,9 @@ class CallSettings(_Model):
     )
     shed_lag: float = Field(0.25, gt=0, description="event-loop lag (s) above which new calls get 503")
     max_call_seconds: float = Field(3600.0, gt=0, description="a call longer than this is ended with BYE")
+    drain_seconds: float = Field(
+        600.0, ge=0, description="on SIGTERM, how long calls in progress may go on before they get a BYE"
+    )
     recordings_dir: str = Field("var/recordings", description="where record nodes write WAV files")
 
 

@@ -266,6 +266,7 @@ class IvrServer:
         self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._stop_requests = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = IvrMetrics()
         self.cdr: CdrStore | None = None
@@ -357,10 +358,32 @@ class IvrServer:
         await self._stopped.wait()
 
     def request_stop(self) -> None:
-        """First call: drain (no new calls; BYE to every call in progress; wait for the BYEs' answers, then stop).
-        A second call stops at once."""
-        if self._stopping:
+        """What SIGTERM does. First call: drain (INVITE and OPTIONS get 503, calls in progress finish), then stop;
+        after ``calls.drain_seconds`` the calls still up get a BYE. Second call: BYE to every call now, wait for
+        the answers, stop. Third call: stop at once."""
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            log.info("draining before stop", active_calls=len(self.calls))
+            self.drain()
+            self._spawn(self._finish_drain())
+        elif self._stop_requests == 2:
+            self._hang_up_all()
+        else:
             self._stopped.set()
+
+    async def _finish_drain(self) -> None:
+        deadline = self.loop.time() + self.config.calls.drain_seconds
+        # Calls end on SIP events that the endpoint does not signal to anyone waiting; polling a few times a
+        # second while draining costs nothing.
+        while self.calls and self.loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        if self._stop_requests == 1:
+            if self.calls:
+                log.info("drain time is up", active_calls=len(self.calls))
+            self._hang_up_all()
+
+    def _hang_up_all(self) -> None:
+        if self._stopping:
             return
         self._stopping = True
         log.info("stopping", active_calls=len(self.calls))

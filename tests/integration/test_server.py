@@ -321,19 +321,63 @@ async def test_malformed_datagram_gets_400_and_the_daemon_keeps_serving(server: 
         caller.close()
 
 
-async def test_stop_sends_bye_to_calls_in_progress(server: IvrServer) -> None:
+async def test_first_stop_drains_new_calls_get_503_and_calls_in_progress_finish(server: IvrServer) -> None:
+    caller = RawCaller(server)
+    late = RawCaller(server)
+    try:
+        await caller.call()
+        server.request_stop()
+        late.call_id = "it-after-sigterm"
+        refused = await late.call()
+        assert refused.status == 503
+        await caller.send(caller.request("OPTIONS", 2, "opt1"))
+        assert (await caller.recv_final()).status == 503
+        with pytest.raises(TimeoutError):  # the call in progress is left alone: no BYE
+            await asyncio.wait_for(_bye_from(caller), 0.5)
+        assert server.calls
+        await caller.send(caller.request("BYE", 3, "bye1", in_dialog=True))
+        await asyncio.wait_for(server.serve_forever(), 5)
+        assert not server.calls
+    finally:
+        caller.close()
+        late.close()
+
+
+async def test_second_stop_sends_bye_to_calls_in_progress(server: IvrServer) -> None:
     caller = RawCaller(server)
     try:
         await caller.call()
         server.request_stop()
-        bye = await caller.recv()
-        while not (isinstance(bye, Request) and bye.method == "BYE"):
-            bye = await caller.recv()
+        server.request_stop()
+        bye = await _bye_from(caller)
         await caller.send(_ok_for(bye))
         await asyncio.wait_for(server.serve_forever(), 5)
         assert not server.calls
     finally:
         caller.close()
+
+
+async def test_drain_time_up_sends_bye(tmp_path: Path) -> None:
+    server = await start_server(
+        {"calls.drain_seconds": 0.3, "routes": [], "admin.listen": None, "cdr.url": f"sqlite:///{tmp_path}/c.db"}
+    )
+    caller = RawCaller(server)
+    try:
+        await caller.call()
+        server.request_stop()
+        bye = await asyncio.wait_for(_bye_from(caller), 3)
+        await caller.send(_ok_for(bye))
+        await asyncio.wait_for(server.serve_forever(), 5)
+    finally:
+        caller.close()
+        await server.close()
+
+
+async def _bye_from(caller: RawCaller) -> Request:
+    while True:
+        message = await caller.recv()
+        if isinstance(message, Request) and message.method == "BYE":
+            return message
 
 
 def _ok_for(request: Request) -> bytes:

@@ -537,6 +537,13 @@ class IvrDaemon:
 
     stop = terminate
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the daemon itself (not to ``timeout`` above it)."""
+        pid = self.pid
+        if pid is None:
+            raise PeerError("daemon not running")
+        os.kill(pid, sig)
+
     def kill(self) -> None:
         if self.proc is not None:
             self.returncode = _end_process(self.proc, signal.SIGKILL, 5)

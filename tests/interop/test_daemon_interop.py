@@ -7,6 +7,7 @@ stand on is proven against real peers in test_harness.py.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -184,7 +185,7 @@ def test_daemon_rtp_has_no_loss_and_steady_20ms_pacing_over_10_concurrent_calls(
 
 @pytest.mark.timeout(90)
 @pytest.mark.usefixtures("need_sipp")
-def test_sigterm_with_calls_up_sends_bye_to_every_caller_and_exits_0() -> None:
+def test_sigterm_drains_then_second_sigterm_sends_bye_to_every_caller_and_exits_0() -> None:
     calls = 5
     with (
         IvrDaemon(hold_calls=True) as ivr,
@@ -193,6 +194,11 @@ def test_sigterm_with_calls_up_sends_bye_to_every_caller_and_exits_0() -> None:
         uac.start()
         uac.wait_current_calls(calls, timeout=10)
         time.sleep(0.5)
+        ivr.signal(signal.SIGTERM)
+        time.sleep(1.5)
+        # Draining: the daemon is still up and no caller got a BYE (SIPp would have ended its calls).
+        assert ivr.alive(), ivr.describe()
+        assert uac.proc is not None and uac.proc.poll() is None, "SIPp ended: the drain hung up calls"
         signalled = time.monotonic()
         assert ivr.terminate() == 0, ivr.describe()
         drained = time.monotonic() - signalled
@@ -200,5 +206,5 @@ def test_sigterm_with_calls_up_sends_bye_to_every_caller_and_exits_0() -> None:
     assert result.returncode == 0, result.describe() + "\n" + ivr.describe()
     assert result.stats is not None
     assert (result.stats.successful, result.stats.failed) == (calls, 0), result.describe()
-    assert drained < 10.0, f"daemon took {drained:.1f}s to drain"
+    assert drained < 10.0, f"daemon took {drained:.1f}s to hang up and exit"
     assert len(ivr.call_end_records()) == calls, _records_text(ivr)
