@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fnmatch
 import hashlib
 import ipaddress
@@ -30,7 +31,7 @@ from ivr.call import Call
 from ivr.config import ConfigError, IvrConfig
 from ivr.flows.engine import FlowEngine
 from ivr.flows.loader import FlowError, load_flow_tree
-from ivr.flows.runtime import AiohttpClient, HandoffResult, RecordResult, TraceEvent
+from ivr.flows.runtime import AiohttpClient, HandoffResult, HttpClient, RecordResult, TraceEvent, TraceSink
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
 from ivr.media.prompts import Prompt, PromptCache, PromptError
@@ -223,7 +224,19 @@ async def welcome_app(call: Call, server: IvrServer) -> None:
 
 
 class IvrServer:
-    def __init__(self, config: IvrConfig, *, app: CallApp = welcome_app) -> None:
+    def __init__(
+        self,
+        config: IvrConfig,
+        *,
+        app: CallApp = welcome_app,
+        http: HttpClient | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+        trace: TraceSink | None = None,
+        socket_factory: Callable[[int, int], socket.socket] = socket.socket,
+    ) -> None:
+        """``http``, ``now``, ``trace`` and ``socket_factory`` are for the simulator: HTTP fixtures instead of the
+        network, the wall clock a scenario sets (for hours checks), every flow trace event, and sockets on its
+        virtual network."""
         self.config = config
         self.app = app
         host = config.sip.advertised_host or config.sip.host
@@ -240,13 +253,15 @@ class IvrServer:
         self.prompts = PromptCache()
         self.welcome: Prompt = self.prompts.load("welcome", config.resolve(config.calls.welcome_prompt))
         low, high = config.media.port_range
-        self.ports = RtpPortPool(config.media.address, low, high)
+        self.ports = RtpPortPool(config.media.address, low, high, socket_factory=socket_factory)
         self.codecs = tuple(CODECS[name] for name in config.media.codecs)
         self.calls: dict[Leg, ActiveCall] = {}
         self.library = PromptLibrary(config.resolve(config.flows.prompt_cache))
         self._handoff = _NoQueueEndpoints()
         self._recorder = StreamRecorder(self)
-        self._http = AiohttpClient()
+        self._http: HttpClient = http if http is not None else AiohttpClient()
+        self._now = now
+        self._trace_sink = trace
         self._reloading = False
         self.routes = RouteTable([])
         self._routes_for: dict[Leg, FlowRoute | None] = {}
@@ -423,7 +438,8 @@ class IvrServer:
             await self._lag.stop()
         if self.cdr is not None:
             await self.cdr.close()
-        await self._http.close()
+        if isinstance(self._http, AiohttpClient):
+            await self._http.close()
         await self.loop.run_in_executor(None, self._recorder.writer.close, 5.0)
         log.info("stopped", calls_total=self.calls_total)
 
@@ -798,7 +814,16 @@ class IvrServer:
         engine = route.engine
         if self.cdr is not None:
             self.cdr.call_updated(call.call_id, client=route.client, flow=route.flow_name, flow_version=route.version)
-        outcome = await engine.run(call, client=route.client, trace=active.trace.append)
+        sink = self._trace_sink
+        if sink is None:
+            trace: TraceSink = active.trace.append
+        else:
+
+            def trace(event: TraceEvent) -> None:
+                active.trace.append(event)
+                sink(event)
+
+        outcome = await engine.run(call, client=route.client, trace=trace)
         log.info("flow finished", call_id=call.call_id, client=route.client, flow=route.flow_name,
                  outcome=outcome.kind, node=outcome.node, reason=outcome.reason)  # fmt: skip
         if outcome.kind == "queued":
@@ -977,7 +1002,12 @@ class IvrServer:
                 for flow_path, loaded in sorted(tree.flows.items()):
                     digest.update(str(flow_path).encode() + b"\0" + loaded.path.read_bytes())
                 engine = FlowEngine(
-                    tree, player=self.library, handoff=self._handoff, recorder=self._recorder, http=self._http
+                    tree,
+                    player=self.library,
+                    handoff=self._handoff,
+                    recorder=self._recorder,
+                    http=self._http,
+                    now=self._now,
                 )
                 self.library.prepare(engine.audio_parts())
                 engines[path] = (engine, digest.hexdigest()[:12])

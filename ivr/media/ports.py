@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import socket
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["DSCP_EF_TOS", "PortPoolExhausted", "RtpPortPool"]
 
@@ -27,7 +28,10 @@ class RtpPortPool:
     ``release(port)`` returns the port; the socket is the caller's to close (``MediaStream.close()`` does).
     """
 
-    def __init__(self, host: str, low: int, high: int) -> None:
+    def __init__(
+        self, host: str, low: int, high: int, *, socket_factory: Callable[[int, int], socket.socket] = socket.socket
+    ) -> None:
+        """``socket_factory(family, type)`` makes the sockets (the simulator's virtual network passes its own)."""
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -44,6 +48,7 @@ class RtpPortPool:
         self._free: deque[int] = deque(range(first, high + 1, 2))
         self._in_use: set[int] = set()
         self.size = len(self._free)
+        self._socket = socket_factory
 
     @property
     def available(self) -> int:
@@ -59,7 +64,7 @@ class RtpPortPool:
         last_error: OSError | None = None
         for _ in range(len(self._free)):
             port = self._free.popleft()
-            sock = socket.socket(self._family, socket.SOCK_DGRAM)
+            sock = self._socket(self._family, socket.SOCK_DGRAM)
             try:
                 sock.bind((self.host, port))
             except OSError as exc:
