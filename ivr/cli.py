@@ -106,6 +106,26 @@ def validate(
     raise typer.Exit(validate_flows(paths, known_queues=None, known_calendars=None, echo=typer.echo))
 
 
+@app.command("test")
+def test_scenarios(
+    paths: Annotated[list[Path], typer.Argument(help="scenario files, or folders (every *.test.yaml in them)")],
+    min_coverage: Annotated[
+        float | None, typer.Option("--min-coverage", help="fail when flow-graph coverage (%) is below this")
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option("--real-time", help="run over UDP on 127.0.0.1 at the speed of real calls")
+    ] = False,
+    coverage: Annotated[bool, typer.Option("--coverage/--no-coverage", help="print the coverage report")] = True,
+) -> None:
+    """Run flow scenarios with a simulated caller on virtual time; print results and flow coverage."""
+    from ivr.simulator.commands import run_tests
+
+    configure_logging("console", "warning")
+    raise typer.Exit(
+        run_tests(paths, min_coverage=min_coverage, realtime=realtime, show_coverage=coverage, echo=typer.echo)
+    )
+
+
 @app.command()
 def schema(
     out: Annotated[Path, typer.Option("--output", "-o", help="where to write it; - prints it")] = Path(

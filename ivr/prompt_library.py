@@ -25,6 +25,7 @@ import structlog
 
 from ivr.flows.prompts import PromptSource, espeak_argv
 from ivr.flows.runtime import AudioPart
+from ivr.media import g711
 from ivr.media.prompts import SAMPLE_RATE, Prompt, PromptError, load_prompt
 
 log = structlog.get_logger("ivr.prompts")
@@ -138,7 +139,7 @@ class PromptLibrary:
         previous_word = False
         for part in parts:
             if part.kind == "pause":
-                pieces.append(np.zeros(int(part.seconds * SAMPLE_RATE), dtype=np.int16))
+                pieces.append(_framed(np.zeros(int(part.seconds * SAMPLE_RATE), dtype=np.int16)))
                 previous_word = False
                 continue
             if part.kind == "word":
@@ -146,7 +147,7 @@ class PromptLibrary:
                 if prompt is None:
                     raise PromptError(f"the word {part.word!r} in {part.language!r} was not prepared")
                 if previous_word:
-                    pieces.append(np.zeros(int(WORD_GAP_SECONDS * SAMPLE_RATE), dtype=np.int16))
+                    pieces.append(_framed(np.zeros(int(WORD_GAP_SECONDS * SAMPLE_RATE), dtype=np.int16)))
                 previous_word = True
             else:
                 assert part.source is not None
@@ -154,7 +155,7 @@ class PromptLibrary:
                 if prompt is None:
                     raise PromptError(f"prompt {part.source.name!r} in {part.source.language!r} was not prepared")
                 previous_word = False
-            pieces.append(prompt.pcm)
+            pieces.append(_framed(prompt.pcm))
             names.append(prompt.name)
         pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
         composed = Prompt("+".join(names) or "silence", pcm)
@@ -163,6 +164,13 @@ class PromptLibrary:
             while len(self._composed) > _COMPOSED_CACHE:
                 self._composed.popitem(last=False)
         return composed
+
+    def word(self, language: str, word: str) -> Prompt:
+        """A spoken-number word prepared at load (``PromptError`` when it was not)."""
+        found = self._words.get((language, word))
+        if found is None:
+            raise PromptError(f"the word {word!r} in {language!r} was not prepared")
+        return found
 
     def prompt(self, source: PromptSource) -> Prompt:
         found = self._by_key.get(source.cache_key)
@@ -178,6 +186,16 @@ def _part_key(part: AudioPart) -> tuple[object, ...]:
         return ("word", part.language, part.word)
     assert part.source is not None
     return ("prompt", part.source.cache_key)
+
+
+def _framed(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+    """``pcm`` padded with silence to whole 20 ms frames. Every part of a composed prompt then starts on a frame
+    boundary, so its encoded frames are exactly those of the part alone: a caller (the simulator) can tell which
+    prompts and words it heard from the audio alone."""
+    short = -len(pcm) % g711.FRAME_SAMPLES
+    if not short:
+        return pcm
+    return np.concatenate([pcm, np.zeros(short, dtype=np.int16)])
 
 
 def _trim(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:

@@ -41,7 +41,11 @@ def _flow_files(paths: Iterable[Path | str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix in _FLOW_SUFFIXES and p.is_file())
+            files += sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix in _FLOW_SUFFIXES and p.is_file() and not p.name.endswith((".test.yaml", ".test.yml"))
+            )
         else:
             files.append(path)
     return files
@@ -54,7 +58,8 @@ def validate(
     known_calendars: set[str] | None = None,
     echo: Echo = print,
 ) -> int:
-    """Check flow files (a folder means every .yaml in it; subflows and goto targets are followed).
+    """Check flow files (a folder means every .yaml in it but scenario files, ``*.test.yaml``; subflows and goto
+    targets are followed).
 
     Prints every problem as ``file:line:column: severity: message (hint)``, then a summary line.
     Returns 0 when there are no errors (warnings alone are fine), 1 otherwise."""

@@ -19,7 +19,8 @@ import contextlib
 import ipaddress
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
@@ -52,10 +53,20 @@ from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError, SessionDes
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uri import SipURI
 
-__all__ = ["CallFailed", "SimCaller", "SimCallerError"]
+__all__ = ["CallFailed", "SimCaller", "SimCallerError", "Transfer"]
 
 CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
 PressMethod = Literal["rfc4733", "info", "inband"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """The daemon asked this caller to go elsewhere (a REFER): where to, and the data it attached."""
+
+    target: str
+    data: Mapping[str, str]
+    queue: str = ""
+    """The queue's name, when the target is a configured queue endpoint (filled by whoever knows the config)."""
 
 
 class SimCallerError(Exception):
@@ -87,7 +98,8 @@ class SimCaller:
     """One simulated phone on ``host`` (an IP literal). Use as ``async with SimCaller() as caller``.
 
     The SIP socket binds port 0 (any free port). RTP comes from ``RtpPortPool(host, *rtp_ports)`` when
-    ``rtp_ports`` is given, otherwise from a socket on any free port. ``timers`` are the SIP T1/T2/T4 values."""
+    ``rtp_ports`` is given, otherwise from a socket on any free port. ``timers`` are the SIP T1/T2/T4 values.
+    ``socket_factory`` makes the RTP sockets (a :class:`~ivr.simulator.virtual.VirtualNetwork`'s on virtual time)."""
 
     def __init__(
         self,
@@ -96,6 +108,7 @@ class SimCaller:
         rtp_ports: tuple[int, int] | None = None,
         timers: TimerValues | None = None,
         user_agent: str = "ivr-simulator",
+        socket_factory: Callable[[int, int], socket.socket] = socket.socket,
     ) -> None:
         try:
             ipaddress.ip_address(host)
@@ -104,7 +117,10 @@ class SimCaller:
         self.host = host
         self._timer_values = timers or TimerValues()
         self._user_agent = user_agent
-        self._pool: RtpPortPool | None = RtpPortPool(host, *rtp_ports) if rtp_ports is not None else None
+        self._socket = socket_factory
+        self._pool: RtpPortPool | None = (
+            RtpPortPool(host, *rtp_ports, socket_factory=socket_factory) if rtp_ports is not None else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._endpoint: SipEndpoint | None = None
@@ -123,6 +139,10 @@ class SimCaller:
         """The audio payloads received in the current call, in arrival order."""
         self.end: CallEnded | None = None
         """How the current (or last) call ended."""
+        self.last_audio_at = 0.0
+        """When (on the loop's clock) the last audio payload arrived."""
+        self.transfers: list[Transfer] = []
+        """Transfers the daemon asked for in the current call, in order."""
 
     # ---- lifecycle ----
 
@@ -216,6 +236,7 @@ class SimCaller:
             telephone_event_pt=101 if telephone_event else None,
         )
         self.heard_frames = []
+        self.transfers = []
         self.progress = []
         self.end = None
         self.media = None
@@ -398,6 +419,8 @@ class SimCaller:
 
     def _on_audio(self, sequence: int, timestamp: int, payload: bytes) -> None:
         self.heard_frames.append(payload)
+        if self._loop is not None:
+            self.last_audio_at = self._loop.time()
 
     # ---- helpers ----
 
@@ -412,7 +435,7 @@ class SimCaller:
             self._pooled = True
         else:
             family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock = self._socket(family, socket.SOCK_DGRAM)
             try:
                 sock.bind((self.host, 0))
             except OSError:
