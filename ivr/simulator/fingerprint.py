@@ -32,6 +32,9 @@ class HeardPrompt(NamedTuple):
     complete: bool
 
 
+MAX_START_PLACES = 8
+
+
 class PromptIndex:
     """Every frame of ``prompts`` in ``codec``, by its bytes."""
 
@@ -43,6 +46,11 @@ class PromptIndex:
                 self.where.setdefault(frame, []).append((name, position))
         self._owners: dict[bytes, frozenset[str]] = {
             frame: frozenset(name for name, _ in places) for frame, places in self.where.items()
+        }
+        # A run starts only at a frame few prompts share: silence (padding, pauses) occurs in nearly every prompt,
+        # and following each of them from every silent frame received would cost more than all the rest.
+        self.starts: dict[bytes, list[tuple[str, int]]] = {
+            frame: places for frame, places in self.where.items() if len(places) <= MAX_START_PLACES
         }
         self.has_own_frame: dict[str, bool] = {name: False for name in self.frames}
         for owners in self._owners.values():
@@ -99,8 +107,9 @@ def identify_prompts(
     index = prompts if isinstance(prompts, PromptIndex) else PromptIndex(prompts, codec)
     heard: list[HeardPrompt] = []
     i = 0
+    floor = 0  # frames before this belong to a prompt already reported
     while i < len(received):
-        places = index.where.get(received[i])
+        places = index.starts.get(received[i])
         if not places:
             i += 1
             continue
@@ -114,8 +123,15 @@ def identify_prompts(
         if best is None:
             i += 1
             continue
-        total = len(index.frames[best.name])
-        complete = best.first <= max_gap and best.last >= total - 1 - max_gap
-        heard.append(HeardPrompt(best.name, i, best.matched, complete))
-        i += best.matched
+        # The run began at a distinctive frame; the prompt's own start (often silence) may come before it.
+        frames = index.frames[best.name]
+        back = 0
+        while best.first - back > 0 and i - back > floor and received[i - back - 1] == frames[best.first - back - 1]:
+            back += 1
+        first, start, matched = best.first - back, i - back, best.matched + back
+        total = len(frames)
+        complete = first <= max_gap and best.last >= total - 1 - max_gap
+        heard.append(HeardPrompt(best.name, start, matched, complete))
+        i = start + matched
+        floor = i
     return heard

@@ -316,12 +316,30 @@ class _CaseState:
     def pending(self) -> list[Heard]:
         return self.catalog.heard(self.caller.heard_frames[self.cursor :], self.codec, offset=self.cursor)
 
+    def skip_heard(self) -> None:
+        """The caller acts now (a key, a word): what it heard so far and did not expect is passed over, as a
+        caller who barges into a prompt has heard its start."""
+        skipped = self.pending()
+        self.consumed.extend(skipped)
+        self.cursor = len(self.caller.heard_frames)
+
+    def skip_interrupted(self) -> None:
+        """After a key press: a prompt that started before it and was cut short (barge-in) by the next one is
+        passed over too."""
+        pressed_until = len(self.caller.heard_frames)
+        heard = self.pending()
+        while len(heard) > 1 and not heard[0].complete and heard[0].start < pressed_until:
+            first = heard.pop(0)
+            self.consumed.append(first)
+            self.cursor = first.end
+
     def all_heard(self) -> list[Heard]:
         return [*self.consumed, *self.pending()]
 
     def finished(self, heard: list[Heard]) -> bool:
         first = heard[0]
-        if first.complete or len(heard) > 1 or self.caller.end is not None:
+        # Not on ``complete`` alone: words read out right after a prompt (an account number) belong to it.
+        if len(heard) > 1 or self.caller.end is not None:
             return True
         loop = asyncio.get_running_loop()
         return loop.time() - self.caller.last_audio_at >= QUIET and len(self.caller.heard_frames) <= first.end + 2
@@ -407,7 +425,9 @@ def _norm(text: str) -> str:
 async def _press(state: _CaseState, step: Step) -> None:
     if state.caller.end is not None:
         raise StepFailed(f"cannot press {step.keys}: the call has ended ({_end_text(state.caller)})")
+    state.skip_heard()
     await state.caller.press(step.keys, method=step.method)
+    state.skip_interrupted()
 
 
 async def _say(state: _CaseState, step: Step) -> None:
@@ -415,6 +435,7 @@ async def _say(state: _CaseState, step: Step) -> None:
     stream = caller.stream
     if stream is None or caller.end is not None:
         raise StepFailed(f"cannot speak: the call has ended ({_end_text(caller)})")
+    state.skip_heard()
     if step.say_file is not None:
         prompt = load_prompt(step.say_file.stem, step.say_file)
     else:

@@ -25,7 +25,8 @@ Steps:
 ``expect prompt NAME [in LANG] [saying "WORDS"]``
     The next prompt the caller hears is NAME (from the audio received). ``expect prompts A, B`` checks several.
 ``press KEYS [by rfc4733|info|inband]``
-    Press keys one after another (RFC 4733 events unless told otherwise).
+    Press keys one after another (RFC 4733 events unless told otherwise). Whatever was heard before and not
+    expected is passed over: pressing during a prompt means having heard its start.
 ``say "TEXT" [in LANG]`` / ``say FILE.wav``
     Speak: text synthesised with espeak-ng, or a recording (8 kHz or any rate), sent as the caller's audio.
 ``silence DURATION`` (or ``wait DURATION``)
