@@ -85,7 +85,7 @@ def test_a_file_must_name_what_it_tests(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match="name what the scenarios test"):
         load_scenario(path)
     path.write_text("flow: missing.yaml\ncases:\n  - name: a\n    steps: [hangup]\n")
-    with pytest.raises(FlowError, match="missing.yaml does not exist"):
+    with pytest.raises(FlowError, match=r"missing\.yaml does not exist"):
         load_scenario(path)
 
 
