@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ivr import __version__
-from ivr.config import ConfigError, default_config_path, load_config
+from ivr.config import ConfigError, IvrConfig, default_config_path, load_config
 from ivr.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ivr: telephone IVR and call controller.")
@@ -95,15 +95,39 @@ def serve(
         raise typer.Exit(1) from None
 
 
+def _known_queues(cfg: IvrConfig) -> set[str]:
+    """The queue names flows may use: those of the queues file the configuration names (none: no queues)."""
+    from ivr.handoff.config import QueueConfigError, load_queues
+
+    path = cfg.queues_path
+    if path is None:
+        return set()
+    try:
+        return load_queues(path).names
+    except QueueConfigError as exc:
+        typer.echo(f"queues error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="flow files or folders (every .yaml in them)")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="ivr.yaml naming the queues file (default: ./configs/ivr.yaml)"),
+    ] = None,
 ) -> None:
-    """Check flow files: print file:line:column: problems; exit 1 on errors (warnings alone exit 0)."""
+    """Check flow files: print file:line:column: problems; exit 1 on errors (warnings alone exit 0). Queue names
+    are checked against the queues file of the daemon configuration."""
     from ivr.flows.commands import validate as validate_flows
 
-    # Queue and calendar names are checked once the daemon configuration names them (queue-handoff issue).
-    raise typer.Exit(validate_flows(paths, known_queues=None, known_calendars=None, echo=typer.echo))
+    path = config if config is not None else default_config_path()
+    try:
+        cfg = load_config(path, environ=os.environ)
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(validate_flows(paths, known_queues=_known_queues(cfg), known_calendars=None, echo=typer.echo))
 
 
 @app.command("test")
@@ -124,6 +148,35 @@ def test_scenarios(
     raise typer.Exit(
         run_tests(paths, min_coverage=min_coverage, realtime=realtime, show_coverage=coverage, echo=typer.echo)
     )
+
+
+@app.command("call")
+def call_command(
+    number: Annotated[str, typer.Argument(help="the number to dial (the Request-URI user part)")],
+    target: Annotated[str, typer.Option(help="the daemon's SIP host:port")] = "127.0.0.1:5060",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="the daemon's ivr.yaml, to name the prompts heard")
+    ] = None,
+    caller: Annotated[str, typer.Option("--from", help="the caller's number")] = "0888123456",
+    codec: Annotated[str, typer.Option(help="PCMU or PCMA")] = "PCMU",
+) -> None:
+    """Call a running daemon from the terminal: see prompts as they play, type keys, say text, see the transfer."""
+    from ivr.simulator.interactive import catalog_for_config, interactive_call, stdin_lines
+
+    configure_logging("console", "warning")
+    path = config if config is not None else default_config_path()
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    catalog = catalog_for_config(settings)
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        typer.echo(f"--target {target!r} is not host:port", err=True)
+        raise typer.Exit(2)
+    uri = f"sip:{number}@{host}:{port}"
+    raise typer.Exit(asyncio.run(interactive_call(uri, caller, catalog, stdin_lines(), echo=typer.echo, codec=codec)))
 
 
 @app.command()
@@ -169,7 +222,8 @@ def config_check(
     from ivr.flows.commands import validate as validate_flows
 
     flows = sorted({cfg.resolve(route.flow) for route in cfg.routes})
-    status = validate_flows(flows, known_queues=None, known_calendars=None, echo=typer.echo) if flows else 0
+    known = _known_queues(cfg)
+    status = validate_flows(flows, known_queues=known, known_calendars=None, echo=typer.echo) if flows else 0
     if status == 0:
         typer.echo(f"{path or '<built-in defaults>'}: OK ({len(cfg.routes)} routes, {len(flows)} flow files)")
     raise typer.Exit(status)
