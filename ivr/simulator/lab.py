@@ -36,7 +36,7 @@ import numpy as np
 from ivr.config import IvrConfig, load_config
 from ivr.flows.loader import FlowError, FlowTree, Problem
 from ivr.flows.prompts import PromptSource, espeak_argv
-from ivr.flows.runtime import FixtureHttpClient, FixtureResponse, HttpResult, TraceEvent, loop_wall_clock
+from ivr.flows.runtime import AiohttpClient, FixtureHttpClient, FixtureResponse, HttpResult, TraceEvent, loop_wall_clock
 from ivr.media.prompts import Prompt, PromptError, load_prompt
 from ivr.server import FlowRoute, IvrServer
 from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError
@@ -79,7 +79,9 @@ class IvrLab:
     """A daemon to call: ``config`` (a daemon config file, its routes decide which flow answers) or ``flow`` (one
     flow file answering every number). Use as ``async with IvrLab(...) as lab``."""
 
-    def __init__(self, *, config: Path | None = None, flow: Path | None = None) -> None:
+    def __init__(self, *, config: Path | None = None, flow: Path | None = None, live_http: bool = False) -> None:
+        """``live_http``: http nodes reach the network (the daemon's own aiohttp client) instead of the fixtures
+        given to :meth:`call`."""
         if (config is None) == (flow is None):
             raise ValueError("give a daemon config or a flow file (one of them)")
         self.config_path = config
@@ -88,6 +90,7 @@ class IvrLab:
         self.trees: dict[Path, FlowTree] = {}
         self._catalogs: dict[Path, PromptCatalog] = {}
         self._http = _SwitchHttp()
+        self._live_http = AiohttpClient() if live_http else None
         self._clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self._sink: list[TraceEvent] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -133,7 +136,7 @@ class IvrLab:
         config = self._config(Path(self._tmp.name), virtual)
         server = IvrServer(
             config,
-            http=self._http,
+            http=self._live_http if self._live_http is not None else self._http,
             now=lambda: self._clock(),
             trace=lambda event: self._sink.append(event),
             socket_factory=self._factory,
@@ -158,6 +161,8 @@ class IvrLab:
         if self.server is not None:
             await self.server.close()
             self.server = None
+        if self._live_http is not None:
+            await self._live_http.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
