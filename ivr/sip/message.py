@@ -603,6 +603,9 @@ def _stream_content_length(head: bytes) -> int:
 # ---- building responses -------------------------------------------------------------------------------------------
 
 
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE"})
+
+
 def make_response(
     request: Request,
     status: int,
@@ -614,7 +617,8 @@ def make_response(
     content_type: str | None = None,
 ) -> Response:
     """A response to ``request`` per RFC 3261 section 8.2.6: Via, From, Call-ID, CSeq copied; To copied with a tag
-    added when ``to_tag`` is given and the request's To has none (never for 100 Trying).
+    added when ``to_tag`` is given and the request's To has none (never for 100 Trying); for a 101-299 to an
+    INVITE (or SUBSCRIBE), every Record-Route in order (section 12.1.1).
 
     Works on a partial request from a :class:`SipError` too: headers the request lacks are left out, and a To that
     does not parse is copied unchanged.
@@ -640,6 +644,11 @@ def make_response(
         copied = request.headers.get(name)
         if copied is not None:
             headers.add(name, copied)
+    if request.method in _DIALOG_CREATING and 101 <= status <= 299:
+        # RFC 3261 12.1.1: a response that may establish a dialog carries every Record-Route of the request, in
+        # order, so the caller's ACK and BYE go back through the proxies that asked to stay on the path.
+        for value in request.headers.get_all("Record-Route"):
+            headers.add("Record-Route", value)
     timestamp = request.headers.get("Timestamp")
     if status == 100 and timestamp is not None:
         headers.add("Timestamp", timestamp)
