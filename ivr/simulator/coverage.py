@@ -122,7 +122,8 @@ class FlowCoverage:
     def add_trace(self, events: Sequence[TraceEvent]) -> None:
         """One call's trace, in order."""
         current: tuple[str, str] | None = None
-        inputs: list[TraceEvent] = []
+        inputs: dict[str, list[TraceEvent]] = {}
+        last_in_flow: dict[str, str] = {}  # a subflow returns to the node after the one that called it
         for event in events:
             flow = self._flows.get(event.flow)
             if flow is None or event.node is None:
@@ -131,12 +132,14 @@ class FlowCoverage:
                 node_unit = flow.nodes.get(event.node)
                 if node_unit is not None:
                     self.covered.add(node_unit)
-                if current is not None and current[0] == event.flow:
-                    self._transition(flow, current[1], event.node, inputs)
+                previous = last_in_flow.get(event.flow)
+                if previous is not None:
+                    self._transition(flow, previous, event.node, inputs.get(event.flow, []))
                 current = (event.flow, event.node)
-                inputs = []
+                last_in_flow[event.flow] = event.node
+                inputs[event.flow] = []
             elif event.kind == "input" and current == (event.flow, event.node):
-                inputs.append(event)
+                inputs.setdefault(event.flow, []).append(event)
                 self._input(flow, event)
 
     def _input(self, flow: _FlowUnits, event: TraceEvent) -> None:
