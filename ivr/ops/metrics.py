@@ -31,6 +31,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ivr.flows.runtime import TraceEvent
 from ivr.media.clock import ClockStats
 from ivr.ops.cdr import MediaQuality
 
@@ -66,6 +67,11 @@ class _Scraped(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return self._produce()
+
+
+_OUTCOME_RESULTS = frozenset(
+    {"choice", "branch", "open", "closed", "http", "queue", "recording", "entry", "confirm yes", "confirm no"}
+)
 
 
 def status_class(status: int) -> str:
@@ -185,6 +191,36 @@ class IvrMetrics:
 
     def handoff(self, queue: str, result: str) -> None:
         self.handoffs.labels(queue, result).inc()
+
+    def observe_trace(self, event: TraceEvent) -> None:
+        """Count what a flow trace event says: a node entered, how an input node's wait ended, a menu's
+        no-input or no-match, a handoff's result. Called for every event of every call (cheap: a dict lookup
+        and a counter increment at most)."""
+        kind = event.kind
+        if kind == "node":
+            if event.node:
+                self.node_visits.labels(event.flow, event.node).inc()
+            return
+        if kind != "input":
+            return
+        detail = event.detail
+        result = detail.get("result")
+        if result == "handoff":
+            self.handoffs.labels(str(detail.get("queue", "")), str(detail.get("value", ""))).inc()
+            return
+        if not event.node:
+            return
+        if result in ("no_input", "no_match"):
+            if "count" not in detail:
+                return  # the heard input itself; the counted retry follows as its own event
+            if result == "no_input":
+                self.menu_no_input.labels(event.flow, event.node).inc()
+            else:
+                self.menu_no_match.labels(event.flow, event.node).inc()
+            self.node_outcomes.labels(event.flow, event.node, result).inc()
+            return
+        if result in _OUTCOME_RESULTS:
+            self.node_outcomes.labels(event.flow, event.node, str(result)).inc()
 
     def recognized(self, seconds: float, engine: str = "default") -> None:
         self.recognition_latency.labels(engine).observe(seconds)

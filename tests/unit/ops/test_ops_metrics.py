@@ -177,3 +177,31 @@ async def test_lag_monitor_feeds_the_histogram(metrics: IvrMetrics) -> None:
 def test_lag_monitor_refuses_a_non_positive_interval() -> None:
     with pytest.raises(ValueError, match="positive"):
         EventLoopLagMonitor(0)
+
+
+def test_flow_trace_events_count_node_visits_outcomes_retries_and_handoffs(metrics: IvrMetrics) -> None:
+    from ivr.flows.runtime import TraceEvent
+
+    def event(kind: str, node: str | None, **detail: object) -> TraceEvent:
+        return TraceEvent(0.0, kind, node, detail, "c1", "main")  # type: ignore[arg-type]
+
+    for e in (
+        event("node", "menu", type="menu"),
+        event("prompt", "menu", items=["main-menu"]),
+        event("input", "menu", key="7", result="no_match"),  # the input heard: not counted twice
+        event("input", "menu", result="no_match", count=1, tries=3, then="retry"),
+        event("timer", "menu", timer="no_input"),
+        event("input", "menu", result="no_input", count=1, tries=3, then="retry"),
+        event("input", "menu", key="1", result="choice", next="billing"),
+        event("node", "billing", type="collect"),
+        event("input", "billing", result="entry", entry="12xxxx"),
+        event("input", None, result="handoff", value="transferred", queue="billing"),
+    ):
+        metrics.observe_trace(e)
+    assert value(metrics, "ivr_flow_node_visits_total", flow="main", node="menu") == 1
+    assert value(metrics, "ivr_flow_node_visits_total", flow="main", node="billing") == 1
+    assert value(metrics, "ivr_menu_no_match_total", flow="main", node="menu") == 1
+    assert value(metrics, "ivr_menu_no_input_total", flow="main", node="menu") == 1
+    assert value(metrics, "ivr_flow_node_outcomes_total", flow="main", node="menu", outcome="choice") == 1
+    assert value(metrics, "ivr_flow_node_outcomes_total", flow="main", node="billing", outcome="entry") == 1
+    assert value(metrics, "ivr_handoffs_total", queue="billing", result="transferred") == 1
