@@ -183,6 +183,9 @@ class IvrConfig(_Model):
     flows: FlowSettings = Field(default_factory=FlowSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
+    queues: str | None = Field(
+        "queues.yaml", description="the queue endpoints file, relative to this file's folder; null: no queues"
+    )
     base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
 
     @model_validator(mode="after")
@@ -200,6 +203,10 @@ class IvrConfig(_Model):
             path, _, query = url[len("sqlite:///") :].partition("?")
             url = f"sqlite:///{self.resolve(path)}" + (f"?{query}" if query else "")
         return url
+
+    @property
+    def queues_path(self) -> Path | None:
+        return self.resolve(self.queues) if self.queues is not None else None
 
     def resolve(self, relative: str) -> Path:
         path = Path(relative)
@@ -277,33 +284,35 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}:1: the top level must be a mapping (sip:, media:, calls:, log:)")
         data = loaded
-    plain = _plain(data)
+    settings = plain(data)
     from_env = env_overrides(environ or {})
     merged: dict[str, Any] = {key: value for key, (_name, value) in from_env.items()}
     merged.update(overrides or {})
     for dotted, value in merged.items():
-        node = plain
+        node = settings
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    plain["base_dir"] = base_dir
+    settings["base_dir"] = base_dir
     try:
-        return IvrConfig.model_validate(plain)
+        return IvrConfig.model_validate(settings)
     except ValidationError as exc:
         env_names = {key: name for key, (name, _value) in from_env.items() if key not in (overrides or {})}
         raise ConfigError(_describe(exc, data, path, env_names)) from None
 
 
-def _plain(node: Any) -> Any:
+def plain(node: Any) -> Any:
+    """A ruamel round-trip tree as plain dicts and lists."""
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [plain(v) for v in node]
     return node
 
 
-def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
+def line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the setting at ``loc`` in a ruamel round-trip tree (of its nearest parent found)."""
     node = data
     line: int | None = None
     for part in loc:
@@ -324,7 +333,7 @@ def _describe(exc: ValidationError, data: Any, path: Path | None, env_names: Map
     for error in exc.errors():
         loc = tuple(error["loc"])
         key = ".".join(str(p) for p in loc)
-        line = _line_of(data, loc)
+        line = line_of(data, loc)
         env_name = next((name for dotted, name in env_names.items() if key.startswith(dotted)), None)
         if env_name is not None:
             where = f"environment {env_name}"

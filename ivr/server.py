@@ -31,7 +31,9 @@ from ivr.call import Call
 from ivr.config import ConfigError, IvrConfig
 from ivr.flows.engine import FlowEngine
 from ivr.flows.loader import FlowError, load_flow_tree
-from ivr.flows.runtime import AiohttpClient, HandoffResult, HttpClient, RecordResult, TraceEvent, TraceSink
+from ivr.flows.runtime import AiohttpClient, HttpClient, RecordResult, TraceEvent, TraceSink
+from ivr.handoff.config import QueueConfigError, QueueTable, load_queues
+from ivr.handoff.service import BridgedCall, QueueHandoff
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
 from ivr.media.prompts import Prompt, PromptCache, PromptError
@@ -42,17 +44,21 @@ from ivr.ops.cdr import CallRecord, CdrStore, InputHeard, MediaQuality
 from ivr.ops.metrics import EventLoopLagMonitor, IvrMetrics
 from ivr.prompt_library import PromptLibrary
 from ivr.sip.endpoint import (
+    CallAnswered,
     CallConfirmed,
     CallEnded,
+    CallProgress,
     ClearTimer,
     DigitInfo,
     EndpointConfig,
     IncomingCall,
     Leg,
     Peer,
+    ReferReceived,
     ReInvite,
     SetTimer,
     SipEndpoint,
+    TransferProgress,
     Transmit,
 )
 from ivr.sip.errors import SipError
@@ -95,6 +101,10 @@ class ActiveCall:
     answered: float | None = None
     limit: asyncio.TimerHandle | None = None
     fields: dict[str, object] = field(default_factory=dict)
+    sock: socket.socket | None = None  # the RTP socket (a bridge sends the queue's audio to the caller from it)
+    bridged: BridgedCall | None = None  # the queue endpoint leg this call is bridged to (or ringing)
+    handoff: dict[str, Any] | None = None  # the queue handoff's outcome, for the call record
+    hangup_after_flow: bool = False  # a REFER succeeded: our leg ends with BYE once the flow has finished
 
 
 @dataclass(eq=False)
@@ -138,14 +148,6 @@ class RouteTable:
             if any(fnmatch.fnmatchcase(dialled, pattern) for pattern in route.numbers):
                 return route
         return None
-
-
-class _NoQueueEndpoints:
-    """Until queue endpoints exist (the queue-handoff issue), every queue node takes its failure path, with a reason
-    the flow can speak or log."""
-
-    async def transfer(self, call: Call, queue: str, data: dict[str, str]) -> HandoffResult:
-        return HandoffResult(False, f"queue {queue!r}: no queue endpoints are configured in this version")
 
 
 class StreamRecorder:
@@ -257,7 +259,12 @@ class IvrServer:
         self.codecs = tuple(CODECS[name] for name in config.media.codecs)
         self.calls: dict[Leg, ActiveCall] = {}
         self.library = PromptLibrary(config.resolve(config.flows.prompt_cache))
-        self._handoff = _NoQueueEndpoints()
+        queues_path = config.queues_path
+        try:
+            self.queues = load_queues(queues_path) if queues_path is not None else QueueTable({})
+        except QueueConfigError as exc:
+            raise ConfigError(f"queues: {exc}") from None
+        self._handoff = QueueHandoff(self, self.queues)
         self._recorder = StreamRecorder(self)
         self._http: HttpClient = http if http is not None else AiohttpClient()
         self._now = now
@@ -581,7 +588,14 @@ class IvrServer:
                 elif isinstance(out, ReInvite):
                     self._on_reinvite(out.leg, out)
                 elif isinstance(out, CallEnded):
-                    self._on_ended(out)
+                    if not self._handoff.on_queue_leg_event(out):
+                        self._on_ended(out)
+                elif isinstance(out, CallProgress | CallAnswered):
+                    self._handoff.on_queue_leg_event(out)
+                elif isinstance(out, TransferProgress):
+                    self._handoff.on_transfer_progress(out)
+                elif isinstance(out, ReferReceived):  # only a transferee endpoint raises it; the daemon is none
+                    self.endpoint.reject_refer(out.leg, out.request, 403, "transfers are not accepted from callers")
                 elif isinstance(out, DigitInfo):
                     active = self.calls.get(out.leg)
                     if active is not None:
@@ -724,7 +738,14 @@ class IvrServer:
             control=self,
         )
         active = ActiveCall(
-            leg, stream, port, call, started=time.time(), session_id=session_id, route=self._routes_for.pop(leg, None)
+            leg,
+            stream,
+            port,
+            call,
+            started=time.time(),
+            session_id=session_id,
+            route=self._routes_for.pop(leg, None),
+            sock=sock,
         )
         stream.on_digit_event = lambda event: self._digit(active, event.key, event.source)
         self.calls[leg] = active
@@ -775,6 +796,11 @@ class IvrServer:
 
     def _on_reinvite(self, leg: Leg, event: ReInvite) -> None:
         active = self.calls.get(leg)
+        if active is None and self._handoff.owns(leg):
+            # A queue leg (bridged): its media cannot move in this version; refuse the change, keep the call.
+            warning = ("Warning", '399 ivr "re-INVITE is not supported on a bridged leg"')
+            self.endpoint.respond(leg, 488, request=event.request, extra=[warning])
+            return
         if active is None:
             self.endpoint.respond(leg, 481, request=event.request)
             self._flush()
@@ -815,19 +841,22 @@ class IvrServer:
         if self.cdr is not None:
             self.cdr.call_updated(call.call_id, client=route.client, flow=route.flow_name, flow_version=route.version)
         sink = self._trace_sink
-        if sink is None:
-            trace: TraceSink = active.trace.append
-        else:
+        keep = active.trace.append
+        count = self.metrics.observe_trace
 
-            def trace(event: TraceEvent) -> None:
-                active.trace.append(event)
+        def trace(event: TraceEvent) -> None:
+            keep(event)
+            count(event)
+            if sink is not None:
                 sink(event)
 
         outcome = await engine.run(call, client=route.client, trace=trace)
         log.info("flow finished", call_id=call.call_id, client=route.client, flow=route.flow_name,
                  outcome=outcome.kind, node=outcome.node, reason=outcome.reason)  # fmt: skip
         if outcome.kind == "queued":
-            return  # the queue endpoint has the call; the handoff ended our leg
+            if active.hangup_after_flow and not call.ended:
+                await call.hangup()  # REFER succeeded: the caller is with the queue now; our leg ends (RFC 5589)
+            return  # bridged: the bridge runs until either side hangs up
         if not call.ended:
             await call.hangup()
 
@@ -857,11 +886,12 @@ class IvrServer:
         if active.recording is not None and not active.recording.stopped:
             active.recording.stop("closed")
         active.call._end(reason)
+        self._handoff.caller_gone(active)
         stats = active.stream.stats
         media_record = active.stream.call_record()
         active.stream.close()
         self._record_end(active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played,
-                         trace=active.trace, route=active.route)  # fmt: skip
+                         trace=active.trace, route=active.route, handoff=active.handoff)  # fmt: skip
         self.ports.release(active.port)
         if active.task is not None and not active.task.done():
             active.task.cancel()
@@ -889,6 +919,7 @@ class IvrServer:
         prompts: list[str] | None = None,
         trace: list[TraceEvent] | None = None,
         route: FlowRoute | None = None,
+        handoff: dict[str, Any] | None = None,
     ) -> None:
         media = MediaQuality.from_stream(media_record) if media_record is not None else None
         self.metrics.call_ended(reason, media)
@@ -905,6 +936,8 @@ class IvrServer:
             outcome = next((dict(e.detail) for e in reversed(trace or ()) if e.kind == "outcome"), None)
             if outcome is not None:
                 extra["outcome"] = outcome
+            if handoff is not None:
+                extra["handoff"] = handoff
             self.cdr.call_ended(
                 call_id,
                 reason,
@@ -997,7 +1030,7 @@ class IvrServer:
         for setting in self.config.routes:
             path = self.config.resolve(setting.flow).resolve()
             if path not in engines:
-                tree = load_flow_tree(path)
+                tree = load_flow_tree(path, known_queues=self.queues.names)
                 digest = hashlib.sha256()
                 for flow_path, loaded in sorted(tree.flows.items()):
                     digest.update(str(flow_path).encode() + b"\0" + loaded.path.read_bytes())
@@ -1034,6 +1067,36 @@ class IvrServer:
     def _call_too_long(self, leg: Leg) -> None:
         log.info("call reached max_call_seconds", call_id=leg.call_id)
         self.endpoint.hangup(leg)
+        self._flush()
+
+    # ---- what the queue handoff needs ----
+
+    @property
+    def http(self) -> HttpClient:
+        return self._http
+
+    def flush(self) -> None:
+        """Act on everything the SIP endpoint has to say (after a verb called from outside a SIP event)."""
+        self._flush()
+
+    def active_for(self, call: Call) -> ActiveCall | None:
+        return next((a for a in self.calls.values() if a.call is call), None)
+
+    def handoff_done(self, active: ActiveCall, record: dict[str, Any]) -> None:
+        """The handoff's outcome: kept for the call record and traced like the flow's own events."""
+        active.handoff = record
+        log.info("handoff", call_id=active.leg.call_id, **{k: v for k, v in record.items() if k != "uri"})
+        event = TraceEvent(self.loop.time(), "input", None, {"result": "handoff", "value": record.get("result"),
+                           **record}, call_id=active.leg.call_id)  # fmt: skip
+        active.trace.append(event)
+        self.metrics.observe_trace(event)
+        if self._trace_sink is not None:
+            self._trace_sink(event)
+
+    def end_bridged_call(self, active: ActiveCall, reason: str) -> None:
+        """The queue's side of a bridged call hung up: end the caller's leg with BYE."""
+        log.info("bridged call ended by the queue", call_id=active.leg.call_id, reason=reason)
+        self.endpoint.hangup(active.leg)
         self._flush()
 
     # CallControl for ivr.call.Call

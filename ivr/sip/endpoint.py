@@ -34,6 +34,15 @@ from ivr.sip.message import (
     parse_message,
     warning_header,
 )
+from ivr.sip.refer import (
+    REFER_EVENT,
+    SIPFRAG,
+    format_sipfrag,
+    parse_event,
+    parse_refer_to,
+    parse_sipfrag,
+    parse_subscription_state,
+)
 from ivr.sip.transaction import (
     CancelTimer,
     ClientInviteState,
@@ -59,6 +68,9 @@ from ivr.sip.transaction import (
 from ivr.sip.uri import NameAddr, SipURI
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
+# A transferee (a phone: the simulator's caller) also takes REFER and the NOTIFYs of the REFER it sends.
+TRANSFEREE_METHODS = (*ALLOWED_METHODS, "REFER", "NOTIFY")
+REFER_EXPIRES = 60  # seconds the implicit subscription of an accepted REFER is said to last (RFC 3515 2.4.6)
 # Methods we know of but do not accept here: 405 Method Not Allowed. Anything else: 501 Not Implemented.
 KNOWN_METHODS = frozenset(
     ("REGISTER", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", *ALLOWED_METHODS)
@@ -168,7 +180,62 @@ class CallAnswered:
     response: Response
 
 
-CallEvent = IncomingCall | CallConfirmed | ReInvite | CallEnded | DigitInfo | CallProgress | CallAnswered
+@dataclass(eq=False)
+class Transfer:
+    """A REFER we sent in a leg's dialog (we are the transferor, RFC 3515). ``result`` is the final status once known
+    (the sipfrag's, the REFER's own error, or 408 when nothing came); ``subscription_ended`` once a NOTIFY said
+    ``Subscription-State: terminated`` (or the REFER failed)."""
+
+    leg: Leg
+    refer: Request
+    accepted: bool = False
+    result: int | None = None
+    reason: str = ""
+    subscription_ended: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferProgress:
+    """News of a REFER we sent: its own response (``source="refer"``: 202 accepted, or an error that ends it), a
+    NOTIFY's sipfrag status (``"notify"``, already answered 200), or no answer at all (``"timeout"``, 408).
+    ``final``: the transfer's outcome is known (``status`` >= 200 from a NOTIFY, or the REFER failed)."""
+
+    leg: Leg
+    transfer: Transfer
+    status: int
+    reason: str
+    source: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReferReceived:
+    """The peer asks us to call ``refer_to`` (we are the transferee; only with ``EndpointConfig.transferee``).
+    Answer with :meth:`SipEndpoint.accept_refer` (202, then NOTIFY 100 Trying) or :meth:`SipEndpoint.reject_refer`,
+    then report the new call with :meth:`SipEndpoint.notify_refer`. :func:`ivr.sip.refer.parse_refer_to` splits the
+    target from the headers to put in the new INVITE."""
+
+    leg: Leg
+    refer_to: str
+    referred_by: str | None
+    request: Request
+
+
+CallEvent = (
+    IncomingCall
+    | CallConfirmed
+    | ReInvite
+    | CallEnded
+    | DigitInfo
+    | CallProgress
+    | CallAnswered
+    | TransferProgress
+    | ReferReceived
+)
 Output = Transmit | SetTimer | ClearTimer | CallEvent
 
 
@@ -200,6 +267,9 @@ class Leg:
     cancel_requested: bool = False
     ack: bytes | None = None  # our ACK for the 2xx, resent when the 2xx is retransmitted (13.2.2.4)
     answer: Response | None = None
+    transfer: Transfer | None = None  # the REFER we sent in this dialog, if any
+    # REFERs received in this dialog (we are the transferee): CSeq number -> "pending" | "active" | "terminated"
+    refers: dict[int, str] = field(default_factory=dict)
     id: int = field(default_factory=itertools.count(1).__next__)
 
     @property
@@ -233,6 +303,13 @@ class EndpointConfig:
     # Sources allowed to send us SIP (the softswitch, the trunk); empty: everyone. Others get 403, or nothing.
     trusted: tuple[IPv4Network | IPv6Network, ...] = ()
     untrusted_action: str = "reject"  # "reject": 403 Forbidden; "drop": no answer at all (scanners learn nothing)
+    # True for a phone (the simulator's caller): a REFER in a dialog becomes ReferReceived. False (the daemon): a
+    # peer's REFER is answered 403, so no caller can make us place a call.
+    transferee: bool = False
+
+    @property
+    def allowed_methods(self) -> tuple[str, ...]:
+        return TRANSFEREE_METHODS if self.transferee else ALLOWED_METHODS
 
 
 _MERGE_MEMORY = 4096
@@ -422,7 +499,7 @@ class SipEndpoint:
         headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.config.host}")
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", self._contact(peer))
-        headers.add("Allow", ", ".join(ALLOWED_METHODS))
+        headers.add("Allow", ", ".join(self.config.allowed_methods))
         headers.add("User-Agent", self.config.user_agent)
         for name, value in extra:
             headers.add(name, value)
@@ -455,6 +532,79 @@ class SipEndpoint:
         peer = self._request_peer(leg)
         self._add_client(ClientNonInviteTransaction(info, reliable=peer.reliable, timers=self.config.timers), peer, leg)
 
+    # ---- transfer (RFC 3515) ----
+
+    def refer(
+        self, leg: Leg, refer_to: str, *, referred_by: str | None = None, extra: Sequence[tuple[str, str]] = ()
+    ) -> Transfer:
+        """Transferor: send REFER in the leg's confirmed dialog asking the peer to call ``refer_to`` (a name-addr,
+        e.g. ``<sip:q@acd?X-IVR-Account=42>``), with Referred-By (RFC 3892). News comes as :class:`TransferProgress`;
+        ending our leg (BYE on success) is the application's call."""
+        if leg.dialog is None or leg.state is not LegState.CONFIRMED:
+            raise SipError(f"RFC 3515 2.4.2: leg {leg.id} has no confirmed dialog to send REFER in")
+        if leg.transfer is not None:
+            raise SipError(f"leg {leg.id} already has a transfer in progress")
+        headers = [("Refer-To", refer_to)]
+        if referred_by is not None:
+            headers.append(("Referred-By", referred_by))
+        headers += list(extra)
+        refer = leg.dialog.create_request("REFER", via=self._via(leg.peer), extra=headers)
+        refer.headers.add("User-Agent", self.config.user_agent)
+        transfer = Transfer(leg, refer)
+        leg.transfer = transfer
+        peer = self._request_peer(leg)
+        self._add_client(
+            ClientNonInviteTransaction(refer, reliable=peer.reliable, timers=self.config.timers), peer, leg
+        )
+        return transfer
+
+    def accept_refer(self, leg: Leg, request: Request) -> None:
+        """Transferee: answer a REFER 202 Accepted and send the first NOTIFY (``SIP/2.0 100 Trying``, subscription
+        active), as RFC 3515 2.4.4 requires."""
+        if leg.refers.get(request.cseq.number) != "pending":
+            raise SipError(f"REFER {request.cseq} on leg {leg.id} is not waiting for an answer")
+        self.respond(leg, 202, request=request)
+        leg.refers[request.cseq.number] = "active"
+        self.notify_refer(leg, request, 100)
+
+    def reject_refer(self, leg: Leg, request: Request, status: int, reason: str | None = None) -> None:
+        """Transferee: refuse a REFER (e.g. 403, 405, 603) with an optional Warning text; no subscription starts."""
+        if leg.refers.get(request.cseq.number) != "pending":
+            raise SipError(f"REFER {request.cseq} on leg {leg.id} is not waiting for an answer")
+        if not 300 <= status <= 699:
+            raise SipError(f"a REFER is refused with a 3xx-6xx status, not {status}")
+        extra = [warning_header(reason)] if reason else []
+        self.respond(leg, status, request=request, extra=extra)
+        leg.refers[request.cseq.number] = "terminated"
+
+    def notify_refer(
+        self, leg: Leg, request: Request, status: int, reason: str | None = None, *, final: bool | None = None
+    ) -> None:
+        """Transferee: report how the call to the Refer-To target goes, as a NOTIFY with ``message/sipfrag``
+        ``SIP/2.0 <status> <reason>`` (RFC 3515 2.4.5). ``final`` (default: ``status >= 200``) ends the implicit
+        subscription with ``Subscription-State: terminated;reason=noresource``; nothing more may be sent after it."""
+        number = request.cseq.number
+        if leg.refers.get(number) != "active":
+            raise SipError(f"REFER {request.cseq} on leg {leg.id} has no active subscription")
+        if leg.dialog is None or leg.state not in (LegState.CONFIRMED, LegState.ENDING):
+            raise SipError(f"leg {leg.id} has no dialog to send NOTIFY in")
+        last = status >= 200 if final is None else final
+        state = "terminated;reason=noresource" if last else f"active;expires={REFER_EXPIRES}"
+        notify = leg.dialog.create_request(
+            "NOTIFY",
+            via=self._via(leg.peer),
+            body=format_sipfrag(status, reason),
+            content_type=SIPFRAG,
+            extra=[("Event", f"{REFER_EVENT};id={number}"), ("Subscription-State", state)],
+        )
+        notify.headers.add("User-Agent", self.config.user_agent)
+        if last:
+            leg.refers[number] = "terminated"
+        peer = self._request_peer(leg)
+        self._add_client(
+            ClientNonInviteTransaction(notify, reliable=peer.reliable, timers=self.config.timers), peer, leg
+        )
+
     # ---- requests ----
 
     def _receive_request(self, req: Request, peer: Peer) -> None:
@@ -478,7 +628,7 @@ class SipEndpoint:
             self._reply(entry, req, 416, reason=f"RFC 3261 8.2.2.1: Request-URI scheme {scheme!r} is not supported")
             return
         if req.method != "INVITE" and req.method not in KNOWN_METHODS:
-            self._reply(entry, req, 501, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self._reply(entry, req, 501, extra=[("Allow", ", ".join(self.config.allowed_methods))])
             return
         unsupported = self._unsupported_extensions(req)
         if unsupported:
@@ -497,8 +647,12 @@ class SipEndpoint:
             self._reply(entry, req, 481, reason="RFC 3261 15.1.2: BYE outside a dialog")
         elif req.method == "INFO":
             self._reply(entry, req, 481, reason="RFC 6086 4.2.2: INFO outside a dialog")
+        elif req.method == "REFER" and not self.config.transferee:
+            self._reply(entry, req, 403, reason="transfers (REFER) are not accepted here")
+        elif req.method == "NOTIFY":
+            self._reply(entry, req, 481, reason="RFC 6665 4.1.3: no subscription matches this NOTIFY")
         else:
-            self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self._reply(entry, req, 405, extra=[("Allow", ", ".join(self.config.allowed_methods))])
 
     def _receive_invite(self, entry: _TxnEntry, req: Request, peer: Peer) -> None:
         tags = (req.from_.tag or "", req.call_id, str(req.cseq))
@@ -558,8 +712,65 @@ class SipEndpoint:
             self._reply(entry, req, 200, extra=self._capabilities())
         elif req.method == "INFO":
             self._receive_info(entry, req, leg)
+        elif req.method == "NOTIFY":
+            self._receive_notify(entry, req, leg)
+        elif req.method == "REFER":
+            self._receive_refer(entry, req, leg)
         else:
-            self._reply(entry, req, 405, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            self._reply(entry, req, 405, extra=[("Allow", ", ".join(self.config.allowed_methods))])
+
+    def _receive_notify(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
+        """A NOTIFY of the implicit subscription of our REFER (RFC 3515 2.4.4): answered 200, reported."""
+        package, _event_id = parse_event(req.headers.get("Event"))
+        transfer = leg.transfer
+        if package != REFER_EVENT or transfer is None or transfer.subscription_ended:
+            self._reply(entry, req, 481, reason="RFC 6665 4.1.3: no subscription matches this NOTIFY")
+            return
+        content_type = (req.content_type or "").split(";")[0].strip().lower()
+        if content_type != "message/sipfrag":
+            self._reply(entry, req, 415, extra=[("Accept", "message/sipfrag")])
+            return
+        try:
+            status, reason = parse_sipfrag(req.body)
+        except SipError as exc:
+            self._reply(entry, req, 400, reason=exc.reason)
+            return
+        state = parse_subscription_state(req.headers.get("Subscription-State"))
+        self._reply(entry, req, 200)
+        if state.terminated:
+            transfer.subscription_ended = True
+            if leg.transfer is transfer:
+                leg.transfer = None
+        if transfer.done:
+            return
+        final = status >= 200 or state.terminated
+        if final:
+            transfer.result = status if status >= 200 else 487
+            transfer.reason = reason if status >= 200 else f"subscription ended ({state.reason or 'no reason'})"
+        self._outputs.append(
+            TransferProgress(leg, transfer, transfer.result or status, transfer.reason or reason, "notify", final)
+        )
+
+    def _receive_refer(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
+        """A REFER in a dialog (RFC 3515 2.4.2): a transferee reports it; anyone else refuses it (403)."""
+        if not self.config.transferee:
+            self._reply(entry, req, 403, reason="transfers (REFER) are not accepted here")
+            return
+        values = req.headers.values("Refer-To")
+        if len(values) != 1:
+            self._reply(entry, req, 400, reason="RFC 3515 2.4.1: a REFER carries exactly one Refer-To")
+            return
+        try:
+            parse_refer_to(values[0])
+        except SipError as exc:
+            self._reply(entry, req, 400, reason=exc.reason)
+            return
+        if leg.state is not LegState.CONFIRMED:
+            self._reply(entry, req, 481, reason="the call is not established")
+            return
+        entry.leg = leg
+        leg.refers[req.cseq.number] = "pending"
+        self._outputs.append(ReferReceived(leg, values[0], req.headers.get("Referred-By"), req))
 
     def _receive_info(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
         """DTMF by SIP INFO (application/dtmf-relay, application/dtmf); an empty INFO is a keep-alive."""
@@ -663,8 +874,23 @@ class SipEndpoint:
         leg = entry.leg
         if message.cseq.method == "BYE" and message.status >= 200:
             self._forget_dialog(leg)
+        elif message.cseq.method == "REFER" and message.status >= 200:
+            self._refer_response(leg, entry, message)
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
             self._invite_response(leg, message)
+
+    def _refer_response(self, leg: Leg, entry: _TxnEntry, response: Response) -> None:
+        transfer = leg.transfer
+        if transfer is None or transfer.refer is not entry.txn.request or transfer.done:
+            return
+        if response.status < 300:
+            transfer.accepted = True
+            self._outputs.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", False))
+            return
+        transfer.result, transfer.reason = response.status, response.reason
+        transfer.subscription_ended = True
+        leg.transfer = None
+        self._outputs.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", True))
 
     def _invite_response(self, leg: Leg, response: Response) -> None:
         """A response to an INVITE we sent (the transaction already ACKed a non-2xx itself, 17.1.1.3)."""
@@ -744,6 +970,13 @@ class SipEndpoint:
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
             if leg.state is LegState.INCOMING:
                 self._end(leg, EndReason.TIMEOUT, 408)  # timer B: no final response (17.1.1.2)
+        elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "REFER":
+            transfer = leg.transfer
+            if transfer is not None and transfer.refer is entry.txn.request and not transfer.done:
+                transfer.result, transfer.reason = 408, "no answer to the REFER"
+                transfer.subscription_ended = True
+                leg.transfer = None
+                self._outputs.append(TransferProgress(leg, transfer, 408, transfer.reason, "timeout", True))
         elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "BYE":
             # BYE got no final response: the dialog is gone for us all the same (15.1.1).
             self._forget_dialog(leg)
@@ -863,7 +1096,7 @@ class SipEndpoint:
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [
-            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Allow", ", ".join(self.config.allowed_methods)),
             ("Accept", ACCEPTED_BODIES),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en, bg"),
@@ -876,7 +1109,7 @@ class SipEndpoint:
 
     def _add_contact(self, response: Response, peer: Peer) -> None:
         response.headers.set("Contact", self._contact(peer))
-        response.headers.set("Allow", ", ".join(ALLOWED_METHODS))
+        response.headers.set("Allow", ", ".join(self.config.allowed_methods))
         response.headers.set("Supported", ", ".join(SUPPORTED_EXTENSIONS))
 
     def _send_bye(self, leg: Leg) -> None:
@@ -954,7 +1187,10 @@ __all__ = [
     "NameAddr",
     "Peer",
     "ReInvite",
+    "ReferReceived",
     "SetTimer",
     "SipEndpoint",
+    "Transfer",
+    "TransferProgress",
     "Transmit",
 ]
