@@ -44,16 +44,19 @@ from ivr.sip.endpoint import (
     Leg,
     LegState,
     Peer,
+    ReferReceived,
     ReInvite,
     SetTimer,
     SipEndpoint,
     Transmit,
 )
+from ivr.sip.errors import SipError
+from ivr.sip.refer import parse_refer_to
 from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError, SessionDescription, build_offer, parse_answer
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uri import SipURI
 
-__all__ = ["CallFailed", "SimCaller", "SimCallerError", "Transfer"]
+__all__ = ["CallFailed", "SimCaller", "SimCallerError", "Transfer", "attached_data"]
 
 CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
 PressMethod = Literal["rfc4733", "info", "inband"]
@@ -61,12 +64,32 @@ PressMethod = Literal["rfc4733", "info", "inband"]
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """The daemon asked this caller to go elsewhere (a REFER): where to, and the data it attached."""
+    """The daemon handed this call on: by REFER to this caller (``method`` "refer": the target and the headers
+    embedded in the Refer-To) or by calling a queue endpoint itself (``method`` "bridge": the INVITE's headers).
+    ``data`` is what the headers carry: User-to-User decoded, and ``X-IVR-<Key>`` headers as ``key``."""
 
     target: str
+    headers: tuple[tuple[str, str], ...]
     data: Mapping[str, str]
+    method: str = "refer"
     queue: str = ""
     """The queue's name, when the target is a configured queue endpoint (filled by whoever knows the config)."""
+
+
+def attached_data(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """What a queue endpoint reads from a handoff's headers: the User-to-User key=value pairs (hex, RFC 7433),
+    then ``X-IVR-<Key>`` headers as ``key`` (lower case, dashes to underscores)."""
+    from ivr.handoff.data import decode_uui
+
+    data: dict[str, str] = {}
+    for name, value in headers:
+        if name.lower() == "user-to-user":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                data.update(decode_uui(value))
+    for name, value in headers:
+        if name.lower().startswith("x-ivr-"):
+            data[name[6:].lower().replace("-", "_")] = value
+    return data
 
 
 class SimCallerError(Exception):
@@ -109,6 +132,7 @@ class SimCaller:
         timers: TimerValues | None = None,
         user_agent: str = "ivr-simulator",
         socket_factory: Callable[[int, int], socket.socket] = socket.socket,
+        transfer_result: int = 200,
     ) -> None:
         try:
             ipaddress.ip_address(host)
@@ -118,6 +142,9 @@ class SimCaller:
         self._timer_values = timers or TimerValues()
         self._user_agent = user_agent
         self._socket = socket_factory
+        self.transfer_result = transfer_result
+        """How a transfer asked by REFER turns out, reported in the final NOTIFY: 200 (the target answered; the
+        daemon then hangs up), or a failure status such as 486 (the daemon takes the flow's failure path)."""
         self._pool: RtpPortPool | None = (
             RtpPortPool(host, *rtp_ports, socket_factory=socket_factory) if rtp_ports is not None else None
         )
@@ -165,7 +192,9 @@ class SimCaller:
         self._transport = transport
         port = int(transport.get_extra_info("sockname")[1])
         self._endpoint = SipEndpoint(
-            EndpointConfig(host=self.host, port=port, user_agent=self._user_agent, timers=self._timer_values)
+            EndpointConfig(
+                host=self.host, port=port, user_agent=self._user_agent, timers=self._timer_values, transferee=True
+            )
         )
 
     async def close(self, timeout: float = 2.0) -> None:
@@ -396,8 +425,26 @@ class SimCaller:
                     endpoint.reject(out.leg, 486, "a simulated caller takes no calls")
                 elif isinstance(out, ReInvite):
                     endpoint.respond(out.leg, 488, request=out.request)
+                elif isinstance(out, ReferReceived):
+                    self._on_refer(out)
                 elif isinstance(out, CallConfirmed | DigitInfo):
                     pass  # UAS-side events: the caller never answers calls
+
+    def _on_refer(self, event: ReferReceived) -> None:
+        """Act as a phone asked to transfer (RFC 3515): 202, NOTIFY 100, then the outcome as a final NOTIFY. The
+        simulated phone does not place the new call; the transfer and its data are kept in ``transfers``."""
+        endpoint = self._require_endpoint()
+        if event.leg is not self._leg:
+            endpoint.reject_refer(event.leg, event.request, 481)
+            return
+        try:
+            target = parse_refer_to(event.refer_to)
+        except SipError as exc:
+            endpoint.reject_refer(event.leg, event.request, 400, exc.reason)
+            return
+        self.transfers.append(Transfer(target.uri, target.headers, attached_data(target.headers), "refer"))
+        endpoint.accept_refer(event.leg, event.request)
+        endpoint.notify_refer(event.leg, event.request, self.transfer_result)
 
     def _fire(self, token: tuple[int, str]) -> None:
         self._timers.pop(token, None)

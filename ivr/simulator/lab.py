@@ -26,6 +26,7 @@ import hashlib
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,11 +40,14 @@ from ivr.flows.prompts import PromptSource, espeak_argv
 from ivr.flows.runtime import AiohttpClient, FixtureHttpClient, FixtureResponse, HttpResult, TraceEvent, loop_wall_clock
 from ivr.media.prompts import Prompt, PromptError, load_prompt
 from ivr.server import FlowRoute, IvrServer
-from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError
+from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError, Transfer
 from ivr.simulator.catalog import Heard, PromptCatalog
+from ivr.simulator.queue_endpoint import SimQueueEndpoint
 from ivr.simulator.scenario import PressMethod, Step, parse_step
 from ivr.simulator.virtual import VirtualTimeLoop
 from ivr.sip.endpoint import EndReason
+from ivr.sip.errors import SipError
+from ivr.sip.uri import SipURI
 
 __all__ = ["IvrLab", "SimulatedCall", "StepFailed"]
 
@@ -51,6 +55,9 @@ POLL = 0.1
 """How often (on the call's clock) an expectation looks at what has been heard."""
 QUIET = 0.1
 """No audio for this long after a prompt's frames: the prompt has stopped (ended early or barged into)."""
+TRAILING_FRAMES = 30
+"""This many frames after a prompt that belong to no prompt or word (a ringback, an agent): the prompt is over.
+More than the silence between a prompt and the words read out after it."""
 
 
 class StepFailed(Exception):
@@ -95,6 +102,8 @@ class IvrLab:
         self._sink: list[TraceEvent] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._factory: Callable[[int, int], socket.socket] = socket.socket
+        self.queue_endpoints: list[SimQueueEndpoint] = []
+        """On virtual time: a simulated ACD at each configured queue's address (bridged handoffs reach it)."""
 
     async def __aenter__(self) -> IvrLab:
         await self.start()
@@ -152,12 +161,20 @@ class IvrLab:
             raise FlowError(
                 [Problem(str(self.config_path), 1, 1, "the config routes no calls to a flow", "add routes:")]
             )
+        if virtual:
+            for host, port in sorted({_host_port(q.sip_uri) for q in server.queues}):
+                queue_endpoint = SimQueueEndpoint(host, port, socket_factory=self._factory)
+                await queue_endpoint.start()
+                self.queue_endpoints.append(queue_endpoint)
         for route in server.routes.routes:
             self.trees.setdefault(route.path, route.engine.tree)
             if route.path not in self._catalogs:
                 self._catalogs[route.path] = PromptCatalog(server.library, route.engine.audio_parts())
 
     async def close(self) -> None:
+        for queue_endpoint in self.queue_endpoints:
+            await queue_endpoint.close()
+        self.queue_endpoints = []
         if self.server is not None:
             await self.server.close()
             self.server = None
@@ -183,9 +200,12 @@ class IvrLab:
         http: Mapping[str, FixtureResponse | Mapping[str, Any]] | None = None,
         codec: str = "PCMU",
         timeout: float = 30.0,
+        queue_status: int = 200,
     ) -> SimulatedCall:
         """Call ``dialled`` from ``caller``; ``at`` is the wall clock when the call starts (naive: in the flow's
-        time zone), ``http`` the answers the flow's lookups get. Raises :class:`StepFailed` if not answered."""
+        time zone), ``http`` the answers the flow's lookups get, ``queue_status`` how queues answer a handoff
+        (200; 486 busy...: by REFER, the caller's final NOTIFY; bridged, the simulated ACD's answer). Raises
+        :class:`StepFailed` if the call is not answered."""
         server = self._require_server()
         route = self.route(dialled)
         start = at or dt.datetime.now(dt.UTC)
@@ -194,11 +214,15 @@ class IvrLab:
         self._clock = loop_wall_clock(start)
         self._http.current = FixtureHttpClient(http or {})
         self._sink = []
-        sim = SimCaller(socket_factory=self._factory)
+        sim = SimCaller(socket_factory=self._factory, transfer_result=queue_status)
         await sim.start()
+        for queue_endpoint in self.queue_endpoints:
+            queue_endpoint.answer = queue_status
         call = SimulatedCall(sim, self._catalogs[route.path], codec=codec, timeout=timeout)
         call.trace = self._sink
         call._server = server
+        call._lab = self
+        call._bridged_from = [len(q.calls) for q in self.queue_endpoints]
         host, port = server.config.sip.host, server.config.sip.port
         try:
             await sim.dial(f"sip:{dialled}@{host}:{port}", caller, codecs=(codec,))
@@ -206,6 +230,30 @@ class IvrLab:
             await sim.close()
             raise StepFailed(f"the call was not answered: {exc}") from None
         return call
+
+    def resolve(self, transfer: Transfer) -> Transfer:
+        """Name the queue a transfer went to (by its URI) and read its data as that queue's headers say."""
+        server = self._require_server()
+        try:
+            target = SipURI.parse(transfer.target)
+        except SipError:
+            return transfer
+        for queue in server.queues:
+            uri = queue.sip_uri
+            if (uri.user, uri.host.lower(), uri.port or 5060) != (
+                target.user,
+                target.host.lower(),
+                target.port or 5060,
+            ):
+                continue
+            data = dict(transfer.data)
+            if queue.headers is not None:
+                by_name = {name.lower(): value for name, value in transfer.headers}
+                for name, key in queue.headers.items():
+                    if name.lower() in by_name:
+                        data[key] = by_name[name.lower()]
+            return replace(transfer, queue=queue.name, data=data)
+        return transfer
 
     def _require_server(self) -> IvrServer:
         if self.server is None:
@@ -229,8 +277,11 @@ class SimulatedCall:
         self.trace: list[TraceEvent] = []
         """The flow engine's trace of this call (complete once the call has ended and the flow finished)."""
         self._server: IvrServer | None = None
+        self._lab: IvrLab | None = None
+        self._bridged_from: list[int] = []
         self.cursor = 0
         self.consumed: list[Heard] = []
+        self._barged: str | None = None  # the prompt a key press cut short: its tail, heard after, is passed over
         self.final_heard: list[Heard] = []
         """Everything heard, once :meth:`finish` has run."""
         self._speech: dict[tuple[str, str], Prompt] = {}
@@ -249,6 +300,8 @@ class SimulatedCall:
         skipped = self.pending()
         self.consumed.extend(skipped)
         self.cursor = len(self.caller.heard_frames)
+        if skipped and not self.finished(skipped[-1:]):
+            self._barged = skipped[-1].name
 
     def skip_interrupted(self) -> None:
         """After a key press: a prompt that started before it and was cut short (barge-in) by the next one is
@@ -268,8 +321,11 @@ class SimulatedCall:
         # Not on ``complete`` alone: words read out right after a prompt (an account number) belong to it.
         if len(heard) > 1 or self.caller.end is not None:
             return True
+        after = len(self.caller.heard_frames) - first.end
+        if after > TRAILING_FRAMES:
+            return True  # other audio follows it (ringback, an agent, music): the prompt is over
         loop = asyncio.get_running_loop()
-        return loop.time() - self.caller.last_audio_at >= QUIET and len(self.caller.heard_frames) <= first.end + 2
+        return loop.time() - self.caller.last_audio_at >= QUIET  # the audio stopped (a beep may have followed)
 
     async def next_heard(self, what: str) -> Heard:
         loop = asyncio.get_running_loop()
@@ -280,6 +336,9 @@ class SimulatedCall:
                 first = heard[0]
                 self.cursor = first.end
                 self.consumed.append(first)
+                if self._barged is not None and first.name == self._barged and not first.complete:
+                    continue  # the rest of the prompt a key press cut short, sent before the daemon stopped it
+                self._barged = None
                 return first
             if self.caller.end is not None and not heard:
                 raise StepFailed(f"expected {what}; the call ended first ({_end_text(self.caller)})")
@@ -297,6 +356,16 @@ class SimulatedCall:
             found = self._speech[key] = await asyncio.get_running_loop().run_in_executor(
                 None, _synthesise, text, language
             )
+        return found
+
+    def transfers(self) -> list[Transfer]:
+        """Handoffs of this call so far: REFERs this caller got, then INVITEs the simulated ACDs got."""
+        found = list(self.caller.transfers)
+        lab = self._lab
+        if lab is not None:
+            for queue_endpoint, start in zip(lab.queue_endpoints, self._bridged_from, strict=False):
+                found.extend(queue_endpoint.calls[start:])
+            found = [lab.resolve(t) for t in found]
         return found
 
     # ---- steps, as methods ----
@@ -342,6 +411,10 @@ class SimulatedCall:
             await _flow_finished(self._server)
         self.final_heard = self.all_heard()
         await caller.close()
+
+
+def _host_port(uri: SipURI) -> tuple[str, int]:
+    return uri.host.lower(), uri.port or 5060
 
 
 def _end_text(caller: SimCaller) -> str:
@@ -442,12 +515,13 @@ async def _expect_transfer(state: SimulatedCall, step: Step) -> None:
     caller = state.caller
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.timeout
-    while not caller.transfers and caller.end is None and loop.time() < deadline:  # noqa: ASYNC110
+    while not state.transfers() and caller.end is None and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(POLL)
-    if not caller.transfers:
+    transfers = state.transfers()
+    if not transfers:
         why = f"the call ended ({_end_text(caller)})" if caller.end is not None else f"none in {state.timeout:g} s"
         raise StepFailed(f"expected a transfer to {step.queue}; {why}")
-    transfer = caller.transfers[0]
+    transfer = transfers[0]
     if transfer.queue != step.queue:
         raise StepFailed(f"expected a transfer to {step.queue}, it went to {transfer.queue or transfer.target}")
     for key, value in step.data:

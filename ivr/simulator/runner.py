@@ -146,7 +146,7 @@ async def _run_case(lab: IvrLab, case: Case, scenario: ScenarioFile) -> CaseResu
     result = CaseResult(scenario.file, case, True)
     try:
         call = await lab.call(case.dialled, case.caller, at=case.at, http=case.http, codec=case.codec,
-                              timeout=case.timeout)  # fmt: skip
+                              timeout=case.timeout, queue_status=case.queue_status)  # fmt: skip
     except StepFailed as exc:
         result.passed = False
         result.message = str(exc)

@@ -34,7 +34,9 @@ Steps:
 ``expect silence DURATION``
     Nothing is heard for that long.
 ``expect transfer QUEUE [with KEY=VALUE, ...]``
-    The call is handed to queue QUEUE with (at least) that attached data.
+    The call is handed to queue QUEUE with (at least) that attached data: a REFER to the caller (the data from
+    the Refer-To's headers), or, bridged, an INVITE to the queue endpoint (the lab runs a simulated ACD at each
+    queue's address). ``queue_status: 486`` (per file or case) makes every queue answer busy instead of 200.
 ``expect hangup [within DURATION]``
     The daemon ends the call.
 ``hangup``
@@ -70,8 +72,8 @@ StepKind = Literal[
 ]
 PressMethod = Literal["rfc4733", "info", "inband"]
 
-_TOP_KEYS = {"config", "flow", "dialled", "caller", "at", "codec", "http", "cases", "timeout"}
-_CASE_KEYS = {"name", "dialled", "caller", "at", "codec", "http", "steps", "timeout"}
+_TOP_KEYS = {"config", "flow", "dialled", "caller", "at", "codec", "http", "cases", "timeout", "queue_status"}
+_CASE_KEYS = {"name", "dialled", "caller", "at", "codec", "http", "steps", "timeout", "queue_status"}
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -107,6 +109,7 @@ class Case:
     codec: str
     timeout: float
     http: dict[str, FixtureResponse]
+    queue_status: int = 200
 
 
 @dataclass(slots=True)
@@ -355,6 +358,7 @@ def load_scenario(path: Path | str) -> ScenarioFile:
                 codec=inputs["codec"],
                 timeout=inputs["timeout"],
                 http=inputs["http"],
+                queue_status=inputs["queue_status"],
             )
         )
     errors = [p for p in problems if p.severity == "error"]
@@ -380,7 +384,7 @@ def _inputs(
 ) -> dict[str, Any]:
     out: dict[str, Any] = dict(defaults) if defaults else {
         "caller": "0888123456", "dialled": "2000", "at": None, "codec": "PCMU", "timeout": DEFAULT_TIMEOUT,
-        "http": {},
+        "http": {}, "queue_status": 200,
     }  # fmt: skip
     for key in ("caller", "dialled"):
         if key in data and data[key] is not None:
@@ -395,6 +399,13 @@ def _inputs(
             out["at"] = _parse_at(data["at"])
         except ValueError as exc:
             problem((*loc, "at"), str(exc))
+    if "queue_status" in data:
+        status = data["queue_status"]
+        if not isinstance(status, int) or not (200 <= status <= 299 or 400 <= status <= 699):
+            problem((*loc, "queue_status"), f"queue_status {status!r} is not a SIP final status",
+                    "write 200 (queues answer) or e.g. 486 (busy), 480 (unavailable)")  # fmt: skip
+        else:
+            out["queue_status"] = status
     if "timeout" in data:
         try:
             out["timeout"] = parse_duration(str(data["timeout"]))
