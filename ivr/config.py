@@ -139,6 +139,53 @@ class FlowSettings(_Model):
     watch_interval: float = Field(2.0, gt=0, description="seconds between checks for changed files")
 
 
+class DigestSettings(_Model):
+    realm: str = Field("ivr", min_length=1, description="the realm callers' phones authenticate in")
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="user -> password, or -> 'sha256:HA1' / 'md5:HA1' (hex of user:realm:password)",
+    )
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        description="signs the nonces (nodes that share it accept each other's); default: random per start. "
+        "Set it with IVR_SECURITY__DIGEST__SECRET rather than in the file",
+    )
+    algorithms: tuple[Literal["SHA-256", "MD5"], ...] = Field(
+        ("SHA-256", "MD5"), min_length=1, description="offered in this order (RFC 8760: SHA-256 first)"
+    )
+    trusted_skip: bool = Field(True, description="sources in trusted_sources are not challenged")
+
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, secret in value.items():
+            if not user or ":" in user:
+                raise ValueError(f"{user!r} is not a user name (no colons)")
+            kind, sep, digest = secret.partition(":")
+            if sep and kind in ("sha256", "md5"):
+                size = 64 if kind == "sha256" else 32
+                if len(digest) != size or any(c not in "0123456789abcdef" for c in digest.lower()):
+                    raise ValueError(f"user {user!r}: {kind}:HA1 must be {size} hex digits")
+        return value
+
+
+class RegistrationSettings(_Model):
+    registrar: str = Field(description="the registrar's URI, e.g. sip:pbx.example.com or sip:10.0.0.1:5060")
+    aor: str = Field(description="the address of record to register, e.g. sip:ivr@pbx.example.com")
+    username: str | None = Field(None, description="digest user name (default: none; the registrar may not ask)")
+    password: str | None = Field(None, description="digest password (better: IVR_REGISTRATION__PASSWORD)")
+    expires: int = Field(3600, ge=10, le=86400, description="seconds asked for; refreshed before it runs out")
+    contact_user: str = Field("ivr", min_length=1, description="user part of the Contact (what INVITEs come to)")
+
+    @field_validator("registrar", "aor")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        if not value.startswith(("sip:", "sips:")):
+            raise ValueError(f"{value!r} is not a sip: URI; write e.g. sip:pbx.example.com")
+        return value
+
+
 class SecuritySettings(_Model):
     trusted_sources: tuple[str, ...] = Field(
         (), description="CIDRs allowed to send SIP (the softswitch, the trunk); empty: every source"
@@ -149,6 +196,9 @@ class SecuritySettings(_Model):
         gt=0,
         description="SIP messages per second from one address not in trusted_sources (burst of twice that); "
         "excess dropped. Trusted sources (the softswitch carrying every call) are not limited",
+    )
+    digest: DigestSettings | None = Field(
+        None, description="challenge INVITEs with digest authentication (RFC 7616/8760); null: off"
     )
 
     @field_validator("trusted_sources")
@@ -185,6 +235,9 @@ class IvrConfig(_Model):
     admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
     queues: str | None = Field(
         "queues.yaml", description="the queue endpoints file, relative to this file's folder; null: no queues"
+    )
+    registration: RegistrationSettings | None = Field(
+        None, description="register the daemon at an upstream registrar (a PBX or trunk that sends calls to it)"
     )
     base_dir: Path = Field(REPO_CONFIGS, exclude=True, description="folder that relative paths are resolved against")
 

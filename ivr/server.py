@@ -43,7 +43,10 @@ from ivr.ops.admin import AdminServer, AdminSettings, ReloadResult
 from ivr.ops.cdr import CallRecord, CdrStore, InputHeard, MediaQuality
 from ivr.ops.metrics import EventLoopLagMonitor, IvrMetrics
 from ivr.prompt_library import PromptLibrary
+from ivr.registration import RegistrationDriver
+from ivr.sip.auth import Credential, DigestVerifier, static_credentials
 from ivr.sip.endpoint import (
+    AuthRefused,
     CallAnswered,
     CallConfirmed,
     CallEnded,
@@ -58,6 +61,7 @@ from ivr.sip.endpoint import (
     ReInvite,
     SetTimer,
     SipEndpoint,
+    StrayResponse,
     TransferProgress,
     Transmit,
 )
@@ -242,6 +246,15 @@ class IvrServer:
         self.config = config
         self.app = app
         host = config.sip.advertised_host or config.sip.host
+        digest = config.security.digest
+        verifier: DigestVerifier | None = None
+        if digest is not None:
+            verifier = DigestVerifier(
+                realm=digest.realm,
+                secret=digest.secret.encode() if digest.secret else secrets.token_bytes(32),
+                credentials=static_credentials({user: _credential(v) for user, v in digest.users.items()}),
+                algorithms=digest.algorithms,
+            )
         self.endpoint = SipEndpoint(
             EndpointConfig(
                 host=host,
@@ -250,8 +263,20 @@ class IvrServer:
                 timers=TimerValues(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4),
                 trusted=config.security.networks,
                 untrusted_action=config.security.untrusted,
+                auth=verifier,
+                auth_trusted_skip=digest.trusted_skip if digest is not None else True,
             )
         )
+        self.registration: RegistrationDriver | None = None
+        if config.registration is not None:
+            self.registration = RegistrationDriver(
+                config.registration,
+                local_host=host,
+                local_port=config.sip.port,
+                timers=self.endpoint.config.timers,
+                user_agent=config.sip.user_agent,
+                transmit=self._transmit,
+            )
         self.prompts = PromptCache()
         self.welcome: Prompt = self.prompts.load("welcome", config.resolve(config.calls.welcome_prompt))
         low, high = config.media.port_range
@@ -366,6 +391,8 @@ class IvrServer:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         if "tcp" in self.config.sip.transports:
             self._tcp = await asyncio.start_server(self._tcp_connection, host, port, reuse_address=True)
+        if self.registration is not None:
+            self.registration.start()
         log.info(
             "ivr ready",
             sip=f"{host}:{port}",
@@ -421,6 +448,8 @@ class IvrServer:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.registration is not None and self._udp is not None:
+            await self.registration.stop(timeout=min(32 * self.config.sip.t1, 5.0))
         for active in list(self.calls.values()):
             self._teardown(active, "shutdown")
         for handle in self._timers.values():
@@ -456,7 +485,7 @@ class IvrServer:
         if not self._is_trusted(peer.host) and not self._source_allowed(peer.host):
             return
         try:
-            self.endpoint.receive(data, peer)
+            self.endpoint.receive(data, peer, now=time.time())
         except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
             log.warning("sip message rejected", peer=f"{peer.host}:{peer.port}", error=exc.reason)
         except Exception:
@@ -600,6 +629,14 @@ class IvrServer:
                     active = self.calls.get(out.leg)
                     if active is not None:
                         self._digit(active, out.key, "info")
+                elif isinstance(out, AuthRefused):
+                    self.metrics.invite_response(out.status)
+                    if out.status != 401 and out.status != 407:
+                        self.metrics.call_rejected("auth")
+                    log.info("invite refused by digest authentication", status=out.status, why=out.detail,
+                             peer=f"{out.peer.host}:{out.peer.port}", call_id=out.request.call_id)  # fmt: skip
+                elif isinstance(out, StrayResponse) and self.registration is not None:
+                    self.registration.response(out.response)
 
     def _fire(self, token: tuple[int, str]) -> None:
         self._timers.pop(token, None)
@@ -1111,6 +1148,16 @@ class IvrServer:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _credential(value: str) -> Credential:
+    """A configured user's secret: a password, or ``sha256:HA1`` / ``md5:HA1``."""
+    kind, sep, digest = value.partition(":")
+    if sep and kind == "sha256":
+        return Credential(ha1={"SHA-256": digest})
+    if sep and kind == "md5":
+        return Credential(ha1={"MD5": digest})
+    return Credential(password=value)
 
 
 def _mtime(path: Path) -> float:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
+from ivr.sip.auth import DigestVerifier
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
 from ivr.sip.headers import Headers, Via
@@ -225,6 +226,25 @@ class ReferReceived:
     request: Request
 
 
+@dataclass(frozen=True, slots=True)
+class AuthRefused:
+    """A new INVITE was answered 401/407 (challenge), 403 or 400 by digest authentication; ``detail`` says why
+    (for the log: never sent to the peer)."""
+
+    request: Request
+    peer: Peer
+    status: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse:
+    """A response that matches no transaction of the endpoint (the REGISTER client runs its own)."""
+
+    response: Response
+    peer: Peer
+
+
 CallEvent = (
     IncomingCall
     | CallConfirmed
@@ -236,7 +256,7 @@ CallEvent = (
     | TransferProgress
     | ReferReceived
 )
-Output = Transmit | SetTimer | ClearTimer | CallEvent
+Output = Transmit | SetTimer | ClearTimer | CallEvent | AuthRefused | StrayResponse
 
 
 class LegState(StrEnum):
@@ -306,6 +326,8 @@ class EndpointConfig:
     # True for a phone (the simulator's caller): a REFER in a dialog becomes ReferReceived. False (the daemon): a
     # peer's REFER is answered 403, so no caller can make us place a call.
     transferee: bool = False
+    auth: DigestVerifier | None = None  # challenge new INVITEs (RFC 7616/8760) unless they come from a trusted source
+    auth_trusted_skip: bool = True
 
     @property
     def allowed_methods(self) -> tuple[str, ...]:
@@ -338,6 +360,8 @@ class SipEndpoint:
         # (From tag, Call-ID, CSeq) -> branch of INVITEs in progress, for merged-request detection (8.2.2.2).
         self._recent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self.untrusted_messages = 0
+        self.auth_refused = 0
+        self._now = 0.0
 
     # ---- driver interface ----
 
@@ -349,8 +373,10 @@ class SipEndpoint:
     def legs(self) -> frozenset[Leg]:
         return frozenset(self._legs)
 
-    def receive(self, data: bytes, peer: Peer) -> None:
-        """Feed one datagram (UDP) or one framed message (TCP) received from ``peer``."""
+    def receive(self, data: bytes, peer: Peer, *, now: float = 0.0) -> None:
+        """Feed one datagram (UDP) or one framed message (TCP) received from ``peer``. ``now`` is the wall clock
+        (seconds since the epoch): digest nonces carry it, so nodes that share the nonce secret agree."""
+        self._now = now
         if self.config.trusted and not self._trusted(peer.host):
             self.untrusted_messages += 1
             if self.config.untrusted_action == "reject":
@@ -667,6 +693,18 @@ class SipEndpoint:
         if not self.config.accepting:
             self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
             return
+        verifier = self.config.auth
+        if verifier is not None and not (
+            self.config.auth_trusted_skip and self.config.trusted and self._trusted(peer.host)
+        ):
+            result = verifier.verify(req, self._now)
+            if not result.ok:
+                status = result.status or 403
+                self.auth_refused += 1
+                self._reply(entry, req, status, reason=result.public_reason,
+                            extra=verifier.response_headers(result, self._now))  # fmt: skip
+                self._outputs.append(AuthRefused(req, peer, status, result.detail))
+                return
         content_type = req.content_type
         if req.body and content_type != ACCEPTED_BODIES:
             self._reply(
@@ -842,7 +880,9 @@ class SipEndpoint:
             return
         entry = self._client.get(key)
         if entry is None:
-            return  # stray response: dropped (17.1.3), e.g. a retransmitted 200 for a BYE already completed
+            # Stray (17.1.3: a retransmitted 200 for a BYE already completed...): the driver may own it (REGISTER).
+            self._outputs.append(StrayResponse(resp, peer))
+            return
         txn = entry.txn
         assert isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction)
         self._run(entry, txn.receive_response(resp))
@@ -1172,6 +1212,7 @@ def _as_invite_key_probe(cancel: Request) -> Request:
 
 
 __all__ = [
+    "AuthRefused",
     "CallAnswered",
     "CallConfirmed",
     "CallEnded",
@@ -1190,6 +1231,7 @@ __all__ = [
     "ReferReceived",
     "SetTimer",
     "SipEndpoint",
+    "StrayResponse",
     "Transfer",
     "TransferProgress",
     "Transmit",
