@@ -1,3 +1,4 @@
 from ivr.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned worker process (speech decoding) imports this module as __mp_main__
+    main()
