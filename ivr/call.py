@@ -32,13 +32,25 @@ class Digit:
 
 
 @dataclass(frozen=True, slots=True)
+class Words:
+    """Something the caller said, recognised against the current menu's words: ``text`` is the matched phrase
+    (empty when the recogniser heard speech but none of the words: a no-match for the menu)."""
+
+    text: str
+    confidence: float = 0.0
+    language: str = ""
+    heard: str = ""
+    """What the recogniser heard, for the trace (may differ from ``text`` when a synonym matched)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     """The call ended: the caller hung up, the daemon ended it, or it failed."""
 
     reason: str
 
 
-CallEvent = Digit | Hangup
+CallEvent = Digit | Words | Hangup
 
 
 class CallMedia(Protocol):
@@ -49,6 +61,14 @@ class CallMedia(Protocol):
     ) -> None: ...
 
     def stop_playback(self) -> None: ...
+
+
+class CallSpeech(Protocol):
+    """What a Call needs to hear words: listening for a menu's words in a language (no words: stop listening)."""
+
+    def listen(self, call: Call, language: str, words: Sequence[str]) -> None: ...
+
+    def recognises(self, language: str) -> bool: ...
 
 
 class CallControl(Protocol):
@@ -69,6 +89,7 @@ class Call:
         codec: str,
         media: CallMedia,
         control: CallControl,
+        speech: CallSpeech | None = None,
     ) -> None:
         self.call_id = call_id
         self.caller = caller
@@ -76,6 +97,7 @@ class Call:
         self.codec = codec
         self._media = media
         self._control = control
+        self._speech = speech
         self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._playing: asyncio.Future[PlayOutcome] | None = None
         self._barge_in = False
@@ -83,6 +105,7 @@ class Call:
         self.end_reason: str | None = None
         self.prompts_played: list[str] = []
         self.digits_by_source: dict[str, int] = {}
+        self.words_heard = 0
 
     # ---- verbs ------------------------------------------------------------------------------------------------------
 
@@ -127,6 +150,16 @@ class Call:
         self.stop()
         self._control.hangup_call(self)
 
+    def expect_words(self, language: str, words: Sequence[str]) -> None:
+        """Listen for ``words`` in ``language`` (a menu's keywords) until told otherwise; no words: stop. Without a
+        recogniser for the language this does nothing: keys always work."""
+        if self._speech is not None and not self._ended.is_set():
+            self._speech.listen(self, language, words)
+
+    def recognises(self, language: str) -> bool:
+        """Whether words in ``language`` can be heard on this call (a recogniser for it is loaded)."""
+        return self._speech is not None and self._speech.recognises(language)
+
     async def next_event(self, timeout: float | None = None) -> CallEvent | None:
         """The next thing the caller did (a digit, a hang-up); ``None`` after ``timeout`` seconds of nothing."""
         if not self._events.empty():
@@ -152,6 +185,22 @@ class Call:
             return
         self._events.put_nowait(Digit(key, source))
         self.digits_by_source[source] = self.digits_by_source.get(source, 0) + 1
+        self._barge()
+
+    def _words(self, words: Words) -> None:
+        """A recognition result: queued like a key; it ends a barge-in prompt as a key does."""
+        if self._ended.is_set():
+            return
+        self._events.put_nowait(words)
+        self.words_heard += 1
+        self._barge()
+
+    def _speech_started(self) -> None:
+        """The caller began to speak: a barge-in prompt stops at once (the words follow when they are decided)."""
+        if not self._ended.is_set():
+            self._barge()
+
+    def _barge(self) -> None:
         future = self._playing
         if self._barge_in and future is not None and not future.done():
             self._media.stop_playback()
@@ -169,3 +218,5 @@ class Call:
         self._playing = None
         self._ended.set()
         self._events.put_nowait(Hangup(reason))
+        if self._speech is not None:
+            self._speech.listen(self, "", ())

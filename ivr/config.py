@@ -15,6 +15,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from ivr.speech.config import SpeechSettings
+
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -235,6 +237,9 @@ class IvrConfig(_Model):
     admin: AdminSettingsModel = Field(default_factory=AdminSettingsModel)
     queues: str | None = Field(
         "queues.yaml", description="the queue endpoints file, relative to this file's folder; null: no queues"
+    )
+    speech: SpeechSettings = Field(
+        default_factory=SpeechSettings, description="recognising menus' spoken keywords (docs/speech.md)"
     )
     registration: RegistrationSettings | None = Field(
         None, description="register the daemon at an upstream registrar (a PBX or trunk that sends calls to it)"

@@ -34,6 +34,7 @@ from ivr.flows.loader import FlowError, load_flow_tree
 from ivr.flows.runtime import AiohttpClient, HttpClient, RecordResult, TraceEvent, TraceSink
 from ivr.handoff.config import QueueConfigError, QueueTable, load_queues
 from ivr.handoff.service import BridgedCall, QueueHandoff
+from ivr.listening import SpeechService
 from ivr.media.clock import MediaClock
 from ivr.media.ports import PortPoolExhausted, RtpPortPool
 from ivr.media.prompts import Prompt, PromptCache, PromptError
@@ -291,6 +292,7 @@ class IvrServer:
             raise ConfigError(f"queues: {exc}") from None
         self._handoff = QueueHandoff(self, self.queues)
         self._recorder = StreamRecorder(self)
+        self.speech = SpeechService(config.speech)
         self._http: HttpClient = http if http is not None else AiohttpClient()
         self._now = now
         self._trace_sink = trace
@@ -363,6 +365,8 @@ class IvrServer:
             self.routes = await self._loop.run_in_executor(None, self._load_routes)
             if self.config.flows.watch:
                 self._spawn(self._watch_flows())
+        if self.config.speech.enabled:
+            await self._loop.run_in_executor(None, self.speech.load)
         self._clock = MediaClock(self._loop)
         self._clock.start()
         clock = self._clock
@@ -476,6 +480,7 @@ class IvrServer:
             await self.cdr.close()
         if isinstance(self._http, AiohttpClient):
             await self._http.close()
+        await self.loop.run_in_executor(None, self.speech.close)
         await self.loop.run_in_executor(None, self._recorder.writer.close, 5.0)
         log.info("stopped", calls_total=self.calls_total)
 
@@ -773,6 +778,7 @@ class IvrServer:
             codec=media.codec.name,
             media=stream,
             control=self,
+            speech=self.speech.for_call(self.loop, stream) if self.speech.engine is not None else None,
         )
         active = ActiveCall(
             leg,

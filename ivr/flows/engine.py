@@ -552,7 +552,24 @@ class FlowEngine(Generic[P, C]):
     # ---- menu ----------------------------------------------------------------------------------------------------
 
     def _menu_words(self, run: _Run[C], node: MenuNode) -> list[str]:
-        return [w for option in node.options for w in option.words.get(run.language, [])]
+        return self._words_in(node, self._listening_language(run, node))
+
+    @staticmethod
+    def _words_in(node: MenuNode, language: str) -> list[str]:
+        return [w for option in node.options for w in option.words.get(language, [])]
+
+    def _listening_language(self, run: _Run[C], node: MenuNode) -> str:
+        """The language to listen in: the call's, when the call can recognise it; otherwise another language the
+        menu has words in and the call can recognise (a Bulgarian caller at the language menu may say "English"
+        when only an English recogniser is installed). A call that says nothing about what it recognises gets the
+        call's language."""
+        can = getattr(run.call, "recognises", None)
+        if can is None or can(run.language):
+            return run.language
+        for language in run.flow.flow.languages:
+            if language != run.language and can(language) and self._words_in(node, language):
+                return language
+        return run.language
 
     def _choice(self, run: _Run[C], node: MenuNode, heard: _Input) -> MenuOption | None:
         if heard.key is not None:
@@ -560,10 +577,21 @@ class FlowEngine(Generic[P, C]):
         said = _normal(heard.word or "")
         if not said:
             return None
+        # The words of the language listened in first, then any other language of the menu.
+        first = self._listening_language(run, node)
+        languages = [first, *(lang for lang in run.flow.flow.languages if lang != first)]
+        for language in languages:
+            found = self._choice_in(node, language, said)
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _choice_in(node: MenuNode, language: str, said: str) -> MenuOption | None:
         best: tuple[int, MenuOption] | None = None
         ambiguous = False
         for option in node.options:
-            for word in option.words.get(run.language, []):
+            for word in option.words.get(language, []):
                 phrase = _normal(word)
                 if not phrase:
                     continue
@@ -584,7 +612,7 @@ class FlowEngine(Generic[P, C]):
             while True:
                 words = self._menu_words(run, node)
                 if listener is not None and words:
-                    listener.expect_words(run.language, words)
+                    listener.expect_words(self._listening_language(run, node), words)
                 await self._play(run, items, barge_in=node.barge_in)
                 heard = await self._event(run, node.timeout)
                 if heard is None:
@@ -605,7 +633,7 @@ class FlowEngine(Generic[P, C]):
                 items = (*prompt_items(retry.prompt), *prompt_items(node.retry_prompt or node.prompt))
         finally:
             if listener is not None and self._menu_words(run, node) and not run.call.ended:
-                listener.expect_words(run.language, ())
+                listener.expect_words(self._listening_language(run, node), ())
 
     def _count(self, run: _Run[C], node: MenuNode | CollectNode, counts: dict[str, int], kind: str) -> str | None:
         """Count a no-input or no-match; after the last try, where to go (else None: ask again)."""

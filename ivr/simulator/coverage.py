@@ -9,7 +9,7 @@ traces that go into call records), so what is covered is what a call really did.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ class CoverageUnit:
     file: str
     line: int
     column: int
+    language: str = ""
 
     def describe(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
@@ -47,7 +48,10 @@ class _FlowUnits:
 class FlowCoverage:
     """Coverage of every flow in the trees given, fed with call traces (:meth:`add_trace`)."""
 
-    def __init__(self, trees: Iterable[FlowTree]) -> None:
+    def __init__(self, trees: Iterable[FlowTree], *, recognised: Callable[[str], bool] | None = None) -> None:
+        """``recognised(language)``: whether the daemon can hear words in that language. Spoken keywords in a
+        language it cannot hear are listed apart and not counted: no call can take those edges there."""
+        self._recognised = recognised
         self._flows: dict[str, _FlowUnits] = {}
         for tree in trees:
             for loaded in tree.flows.values():
@@ -92,6 +96,7 @@ class FlowCoverage:
                                 file,
                                 line,
                                 column,
+                                language,
                             )
                     continue
                 line, column = at((node_id, *edge.loc))
@@ -109,13 +114,22 @@ class FlowCoverage:
                     )
         return units
 
+    def _counted(self, unit: CoverageUnit) -> bool:
+        return unit.kind != "word" or self._recognised is None or self._recognised(unit.language)
+
     @property
     def units(self) -> list[CoverageUnit]:
+        """The units counted (spoken keywords in a language nothing recognises are not)."""
         out: list[CoverageUnit] = []
         for flow in self._flows.values():
             out.extend(flow.nodes.values())
-            out.extend(flow.edges.values())
+            out.extend(u for u in flow.edges.values() if self._counted(u))
         return out
+
+    @property
+    def untestable(self) -> list[CoverageUnit]:
+        """Spoken keywords in languages the daemon cannot hear (no recogniser for them)."""
+        return [u for flow in self._flows.values() for u in flow.edges.values() if not self._counted(u)]
 
     # ---- traces ----
 
@@ -238,12 +252,17 @@ class FlowCoverage:
         lines: list[str] = []
         for name, flow in self._flows.items():
             nodes = list(flow.nodes.values())
-            edges = list(flow.edges.values())
+            edges = [u for u in flow.edges.values() if self._counted(u)]
             n_cov = sum(1 for u in nodes if u in self.covered)
             e_cov = sum(1 for u in edges if u in self.covered)
             lines.append(f"{name} ({flow.loaded.file}): nodes {n_cov}/{len(nodes)}, edges {e_cov}/{len(edges)}")
         n_cov, n_all, e_cov, e_all = self.totals()
         lines.append(f"total: nodes {n_cov}/{n_all}, edges {e_cov}/{e_all}, {self.percent():.1f}%")
+        untestable = self.untestable
+        if untestable:
+            languages = sorted({u.language for u in untestable})
+            lines.append(f"not counted: {len(untestable)} spoken keywords in {', '.join(languages)} "
+                         "(no recogniser for that language is loaded; keys cover those options)")  # fmt: skip
         missing = self.missing()
         if missing:
             lines.append("not exercised:")

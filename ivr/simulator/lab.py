@@ -284,7 +284,7 @@ class SimulatedCall:
         self._barged: str | None = None  # the prompt a key press cut short: its tail, heard after, is passed over
         self.final_heard: list[Heard] = []
         """Everything heard, once :meth:`finish` has run."""
-        self._speech: dict[tuple[str, str], Prompt] = {}
+        self._speech: dict[tuple[str, str, str], Prompt] = {}
 
     @property
     def codec(self) -> str:
@@ -349,12 +349,12 @@ class SimulatedCall:
                 raise StepFailed(f"expected {what}; heard nothing for {self.timeout:g} s")
             await asyncio.sleep(POLL)
 
-    async def speech(self, text: str, language: str) -> Prompt:
-        key = (text, language)
+    async def speech(self, text: str, language: str, voice: str | None = None) -> Prompt:
+        key = (text, language, voice or "")
         found = self._speech.get(key)
         if found is None:
             found = self._speech[key] = await asyncio.get_running_loop().run_in_executor(
-                None, _synthesise, text, language
+                None, _synthesise, text, language, voice
             )
         return found
 
@@ -384,8 +384,8 @@ class SimulatedCall:
     async def press(self, keys: str, method: PressMethod = "rfc4733") -> None:
         await self.run_step(Step("press", f"press {keys}", 0, 0, keys=keys, method=method))
 
-    async def say(self, text: str, language: str = "en") -> None:
-        await self.run_step(Step("say", f'say "{text}"', 0, 0, say_text=text, language=language))
+    async def say(self, text: str, language: str = "en", voice: str | None = None) -> None:
+        await self.run_step(Step("say", f'say "{text}"', 0, 0, say_text=text, language=language, voice=voice))
 
     async def silence(self, seconds: float) -> None:
         await self.run_step(Step("silence", f"silence {seconds:g}s", 0, 0, seconds=seconds))
@@ -426,8 +426,9 @@ def _end_text(caller: SimCaller) -> str:
     return f"{end.reason.value}" + (f", status {end.status}" if end.status else "")
 
 
-def _synthesise(text: str, language: str) -> Prompt:
-    digest = hashlib.sha256(f"{language}\0{text}".encode()).hexdigest()[:16]
+def _synthesise(text: str, language: str, voice: str | None = None) -> Prompt:
+    """``text`` spoken by espeak-ng in ``language`` (or by flite, which speaks English only), cached on disk."""
+    digest = hashlib.sha256(f"{language}\0{voice}\0{text}".encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / "ivr-simulator-speech"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.wav"
@@ -435,11 +436,16 @@ def _synthesise(text: str, language: str) -> Prompt:
         import subprocess
 
         part = path.with_suffix(".part.wav")
-        argv = espeak_argv(PromptSource("say", language, language, "text", text=text), part)
+        if voice == "flite":
+            if not language.startswith("en"):
+                raise PromptError(f"flite speaks English only, not {language!r}")
+            argv = ["flite", "-t", text, "-o", str(part)]
+        else:
+            argv = espeak_argv(PromptSource("say", language, language, "text", text=text), part)
         try:
             subprocess.run(argv, check=True, capture_output=True, timeout=30)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise PromptError(f"espeak-ng could not say {text!r} in {language!r}: {exc}") from None
+            raise PromptError(f"{argv[0]} could not say {text!r} in {language!r}: {exc}") from None
         part.replace(path)
     return load_prompt(f"say:{text}", path)
 
@@ -484,7 +490,7 @@ async def _say(state: SimulatedCall, step: Step) -> None:
         prompt = load_prompt(step.say_file.stem, step.say_file)
     else:
         assert step.say_text is not None
-        prompt = await state.speech(step.say_text, step.language or "en")
+        prompt = await state.speech(step.say_text, step.language or "en", step.voice)
     tail = Prompt("tail", np.zeros(8000 * 3 // 10, dtype=np.int16))  # 300 ms of silence: the end of the utterance
     frames = prompt.frames(stream.codec) + tail.frames(stream.codec)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

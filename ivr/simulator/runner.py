@@ -112,6 +112,7 @@ async def run_files(paths: Sequence[Path], *, realtime: bool = False) -> SuiteRe
     results: list[FileResult] = []
     trees: dict[Path, FlowTree] = {}
     traces: list[list[TraceEvent]] = []
+    languages: dict[str, bool] = {}
     for path in paths:
         result = FileResult(path)
         results.append(result)
@@ -121,20 +122,33 @@ async def run_files(paths: Sequence[Path], *, realtime: bool = False) -> SuiteRe
             result.problems = exc.problems
             continue
         try:
-            await _run_file(scenario, result, trees, realtime=realtime)
+            await _run_file(scenario, result, trees, realtime=realtime, languages=languages)
         except (FlowError, PromptError, OSError, ValueError) as exc:
             result.error = str(exc)
         traces.extend(case.trace for case in result.cases)
-    coverage = FlowCoverage(trees.values())
+    coverage = FlowCoverage(trees.values(), recognised=lambda language: languages.get(language, False))
     for trace in traces:
         coverage.add_trace(trace)
     return SuiteResult(results, coverage, time.perf_counter() - started)
 
 
-async def _run_file(scenario: ScenarioFile, result: FileResult, trees: dict[Path, FlowTree], *, realtime: bool) -> None:
+async def _run_file(
+    scenario: ScenarioFile,
+    result: FileResult,
+    trees: dict[Path, FlowTree],
+    *,
+    realtime: bool,
+    languages: dict[str, bool] | None = None,
+) -> None:
     async with IvrLab(config=scenario.config, flow=scenario.flow) as lab:
         for path, tree in lab.trees.items():
             trees.setdefault(path, tree)
+            if languages is not None and lab.server is not None:
+                engine = lab.server.speech.engine
+                for loaded in tree.flows.values():
+                    for language in loaded.flow.languages:
+                        heard = engine is not None and engine.supports(language)
+                        languages[language] = languages.get(language, False) or heard
         for case in scenario.cases:
             result.cases.append(await _run_case(lab, case, scenario))
 

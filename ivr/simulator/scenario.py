@@ -27,8 +27,9 @@ Steps:
 ``press KEYS [by rfc4733|info|inband]``
     Press keys one after another (RFC 4733 events unless told otherwise). Whatever was heard before and not
     expected is passed over: pressing during a prompt means having heard its start.
-``say "TEXT" [in LANG]`` / ``say FILE.wav``
-    Speak: text synthesised with espeak-ng, or a recording (8 kHz or any rate), sent as the caller's audio.
+``say "TEXT" [in LANG] [by espeak|flite]`` / ``say FILE.wav``
+    Speak: text synthesised with espeak-ng (or flite, English only), or a recording (any rate), sent as the
+    caller's audio.
 ``silence DURATION`` (or ``wait DURATION``)
     Do nothing for a time (``6s``, ``500ms``, ``1m``).
 ``expect silence DURATION``
@@ -90,6 +91,7 @@ class Step:
     method: PressMethod = "rfc4733"
     say_text: str | None = None
     say_file: Path | None = None
+    voice: str | None = None
     seconds: float = 0.0
     queue: str | None = None
     data: tuple[tuple[str, str], ...] = ()
@@ -175,17 +177,22 @@ def parse_step(text: str, line: int = 0, column: int = 0, base: Path | None = No
         if not rest:
             raise ValueError('say what? write say "billing" or say recordings/billing.wav')
         language = None
-        if len(rest) == 3 and rest[1] == "in":
-            language = rest[2]
-        elif len(rest) != 1:
-            raise ValueError('put the words in quotes: say "my account number"')
-        what = rest[0]
+        voice = None
+        what, options = rest[0], rest[1:]
+        while options:
+            if len(options) >= 2 and options[0] == "in":
+                language, options = options[1], options[2:]
+            elif len(options) >= 2 and options[0] == "by" and options[1] in ("espeak", "flite"):
+                voice, options = options[1], options[2:]
+            else:
+                raise ValueError('put the words in quotes, then optionally in LANG and by espeak|flite: '
+                                 'say "my account number" in en by flite')  # fmt: skip
         if what.lower().endswith((".wav", ".flac", ".ogg")):
             path = Path(what)
             if base is not None and not path.is_absolute():
                 path = base / path
             return Step("say", text, line, column, say_file=path, language=language)
-        return Step("say", text, line, column, say_text=what, language=language)
+        return Step("say", text, line, column, say_text=what, language=language, voice=voice)
     if head in ("silence", "wait"):
         if len(rest) != 1:
             raise ValueError(f"write {head} 6s (one duration)")

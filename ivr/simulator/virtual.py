@@ -308,13 +308,20 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self, executor: Executor | None, func: Callable[..., T], *args: Any
     ) -> asyncio.Future[T]:
         future = super().run_in_executor(executor, func, *args)
+        self.note_outside_work(future)
+        return future
+
+    def note_outside_work(self, future: asyncio.Future[Any]) -> None:
+        """``future`` completes when work outside the loop (a thread, a process) is done: until then the clock
+        waits for it in real time (see :func:`ivr.aio.wrap_outside`)."""
+        if future.done():
+            return
         self._busy_workers += 1
 
-        def done(_: asyncio.Future[T]) -> None:
+        def done(_: asyncio.Future[Any]) -> None:
             self._busy_workers -= 1
 
         future.add_done_callback(done)
-        return future
 
     async def create_datagram_endpoint(  # type: ignore[override]
         self,

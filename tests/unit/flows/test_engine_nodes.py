@@ -99,11 +99,31 @@ def test_menu_accepts_a_spoken_word_in_the_callers_language(
     assert call.words_expected[0][0] == language and call.words_expected[-1] == (language, ())
 
 
-def test_menu_word_of_another_language_is_a_no_match(tmp_path: Path) -> None:
+def test_menu_word_of_another_menu_language_is_accepted_and_an_unknown_word_is_a_no_match(tmp_path: Path) -> None:
     r = Rig(flow_tree(tmp_path, WORD_MENU))
-    outcome, _call = go(r, [Say("billing", at=0.5), OnPrompt("invalid", say="сметка")], language="bg")
+    outcome, _call = go(r, [Say("invoice", at=0.5)], language="bg")  # callers mix in English words
+    assert outcome.node == "billing"
+    r = Rig(flow_tree(tmp_path, WORD_MENU))
+    outcome, _call = go(r, [Say("фактура", at=0.5), OnPrompt("invalid", say="сметка")], language="bg")
     results = [e.detail["result"] for e in r.trace.of("input") if "count" not in e.detail]
     assert results == ["no_match", "choice"] and outcome.node == "billing"
+
+
+class EnglishOnlyCall(FakeCall):
+    """A call whose recogniser knows English only (the bundled model)."""
+
+    def recognises(self, language: str) -> bool:
+        return language == "en"
+
+
+def test_without_a_recogniser_for_the_callers_language_the_menu_listens_for_its_words_in_another(
+    tmp_path: Path,
+) -> None:
+    r = Rig(flow_tree(tmp_path, WORD_MENU))
+    call = EnglishOnlyCall([Say("technical support", at=0.5)])
+    outcome = run_virtual(lambda: r.run(call, language="bg"))
+    assert call.words_expected[0] == ("en", ("billing", "invoice", "technical support", "agent"))
+    assert outcome.node == "support"
 
 
 def test_menu_words_for_the_recognizer_are_those_of_the_current_language(tmp_path: Path) -> None:
