@@ -1005,6 +1005,9 @@ class IvrServer:
                 "dialled": a.call.dialled,
                 "codec": a.call.codec,
                 "seconds": round(now - a.started, 1),
+                "client": a.route.client if a.route is not None else None,
+                "flow": a.route.flow_name if a.route is not None else None,
+                "node": _current_node(a.trace),
                 "prompts": list(a.call.prompts_played),
             }
             for a in self.calls.values()
@@ -1154,6 +1157,14 @@ class IvrServer:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _current_node(trace: list[TraceEvent]) -> str | None:
+    """The node the call is in: the last one its flow (or the subflow it is in) entered."""
+    for event in reversed(trace):
+        if event.kind == "node" and event.node:
+            return event.node
+    return None
 
 
 def _credential(value: str) -> Credential:
