@@ -338,6 +338,10 @@ class Recording:
         pending.clear()
         if self._source is not None:
             self._source.remove_audio_consumer(self.feed)
+        # The result comes from the writer thread: a virtual-time loop (the simulator's) must wait for it.
+        note = getattr(self._loop, "note_outside_work", None)
+        if note is not None:
+            note(self._future)
         self._writer._close(self._id, self._closed_by_writer)
 
     def _closed_by_writer(self, frames: int, error: str | None) -> None:
