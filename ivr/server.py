@@ -379,6 +379,14 @@ class IvrServer:
         if interrupted:
             log.warning("closed call records left open by a previous run", interrupted=interrupted)
         self.metrics.watch_cdr_store(self.cdr)
+        endpoint = self.endpoint
+        self.metrics.watch_sip_refusals(
+            lambda: {
+                "untrusted": endpoint.untrusted_messages,
+                "rate_limited": self.dropped_rate_limited,
+                "auth": endpoint.auth_refused,
+            }
+        )
         if self._admin_settings is not None:
             self.admin = AdminServer(self, self._admin_settings, self.metrics)
             self.admin_address = await self.admin.start()

@@ -96,7 +96,8 @@ class IvrMetrics:
         self.calls_ended = Counter("ivr_calls_ended", "Calls ended, by end reason.", ["reason"], registry=r)
         self.calls_rejected = Counter(
             "ivr_calls_rejected",
-            "INVITEs refused before a call started (max_calls, cps, lag, draining, untrusted, ...).",
+            "INVITEs refused by admission control before a call started (max_calls, cps, lag, sdp, auth...); "
+            "refusals of untrusted or over-rate sources are ivr_sip_refused",
             ["reason"],
             registry=r,
         )
@@ -268,6 +269,20 @@ class IvrMetrics:
             yield writes
 
         self._watch("cdr_store", produce)
+
+    def watch_sip_refusals(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Serve counters of SIP traffic refused before any call exists (``{reason: count}``: messages from untrusted
+        sources, sources over their rate, INVITEs that failed digest authentication): no call record shows them."""
+
+        def produce() -> Iterator[Metric]:
+            family = CounterMetricFamily(
+                "ivr_sip_refused", "SIP messages refused before a call exists, by reason.", labels=["reason"]
+            )
+            for reason, value in sorted(counts().items()):
+                family.add_metric([reason], value)
+            yield family
+
+        self._watch("sip_refusals", produce)
 
     def _watch(self, name: str, produce: Callable[[], Iterator[Metric]]) -> None:
         if name in self._watched:

@@ -77,6 +77,7 @@ async def test_a_wrong_password_is_refused_with_403_and_a_trusted_source_is_not_
         assert refused.status == 403
         assert "authentication failed" in (refused.headers.get("Warning") or "")
         assert server.endpoint.auth_refused == 2
+        assert server.metrics.registry.get_sample_value("ivr_sip_refused_total", {"reason": "auth"}) == 2
     finally:
         caller.close()
         await server.close()

@@ -205,3 +205,13 @@ def test_flow_trace_events_count_node_visits_outcomes_retries_and_handoffs(metri
     assert value(metrics, "ivr_flow_node_outcomes_total", flow="main", node="menu", outcome="choice") == 1
     assert value(metrics, "ivr_flow_node_outcomes_total", flow="main", node="billing", outcome="entry") == 1
     assert value(metrics, "ivr_handoffs_total", queue="billing", result="transferred") == 1
+
+
+def test_sip_refusals_before_any_call_are_served_by_reason(metrics: IvrMetrics) -> None:
+    counts = {"untrusted": 0, "rate_limited": 0, "auth": 0}
+    metrics.watch_sip_refusals(lambda: counts)
+    counts["untrusted"] = 7
+    counts["auth"] = 2
+    assert value(metrics, "ivr_sip_refused_total", reason="untrusted") == 7
+    assert value(metrics, "ivr_sip_refused_total", reason="auth") == 2
+    assert value(metrics, "ivr_sip_refused_total", reason="rate_limited") == 0
