@@ -639,9 +639,10 @@ class IvrServer:
                 elif isinstance(out, ReferReceived):  # only a transferee endpoint raises it; the daemon is none
                     self.endpoint.reject_refer(out.leg, out.request, 403, "transfers are not accepted from callers")
                 elif isinstance(out, DigitInfo):
-                    active = self.calls.get(out.leg)
-                    if active is not None:
-                        self._digit(active, out.key, "info")
+                    if not self._handoff.on_digit_info(out):  # a bridged call's key crosses the bridge
+                        active = self.calls.get(out.leg)
+                        if active is not None:
+                            self._digit(active, out.key, "info")
                 elif isinstance(out, AuthRefused):
                     self.metrics.invite_response(out.status)
                     if out.status != 401 and out.status != 407:

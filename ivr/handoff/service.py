@@ -11,7 +11,9 @@ through the server, which routes the endpoint's events for the legs and transfer
 - **Bridge** (B2BUA): an INVITE to the queue with the data as headers; the caller hears ringback (or the queue's
   ``wait_prompt``, or the queue's early media once a 183 brings SDP); on 2xx the two legs' audio is relayed
   through :class:`~ivr.media.bridge.MediaBridge`. BYE from either side ends both; the caller hanging up while it
-  rings CANCELs the INVITE; busy, unreachable or ``answer_timeout`` is a failure with the reason.
+  rings CANCELs the INVITE; busy, unreachable or ``answer_timeout`` is a failure with the reason. Key presses cross
+  the bridge both ways (the ACD's own menu, a payment line): RFC 4733 on a leg that negotiated telephone-event,
+  SIP INFO on one that did not; a key that came by SIP INFO is handed in by the server (:meth:`on_digit_info`).
 
 Every attempt leaves a ``handoff`` record (queue, method, result, status, reason, seconds to answer) in the call's
 trace and its CDR.
@@ -33,11 +35,12 @@ from ivr.call import Call
 from ivr.flows.runtime import HandoffResult, HttpError
 from ivr.handoff.config import QueueEndpoint, QueueTable
 from ivr.handoff.data import AttachedData, attach, refer_to
-from ivr.media.bridge import MediaBridge
+from ivr.media.bridge import InfoSender, MediaBridge
+from ivr.media.digits import DigitEvent
 from ivr.media.ports import PortPoolExhausted
 from ivr.media.prompts import Prompt, PromptError, load_prompt
 from ivr.media.stream import MediaStream
-from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, Leg, Peer, TransferProgress
+from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, DigitInfo, Leg, Peer, TransferProgress
 from ivr.sip.errors import SipError
 from ivr.sip.sdp import NegotiatedMedia, SdpError, SessionDescription, build_offer, parse_answer
 
@@ -347,7 +350,7 @@ class QueueHandoff:
                 if outcome is not None and not outcome.done():
                     outcome.set_result((False, reason, status))
                 self._release(bridged)
-            else:
+            elif not bridged.closed:  # closed: the caller hung up first and caller_gone ended this leg
                 # The agent's side hung up: the caller's leg ends too (BYE), which tears the bridge down.
                 active = bridged.active
                 self._release(bridged)
@@ -373,7 +376,9 @@ class QueueHandoff:
                 payload_type=media.codec.payload_type,
                 remote=remote,
                 telephone_event_pt=media.telephone_event_pt,
-                dtmf_mode="none",
+                # The queue's keys are heard as the caller's are (and relayed by the bridge): RFC 4733 when it
+                # negotiated telephone-event, else in-band, unless the daemon is set to take SIP INFO only.
+                dtmf_mode="none" if server.config.media.dtmf_mode == "info" else server.config.media.dtmf_mode,
             )
         else:
             with contextlib.suppress(ValueError):
@@ -381,9 +386,47 @@ class QueueHandoff:
         bridged.stream.set_hold(media.on_hold)
         active = bridged.active
         if bridged.bridge is None and active.sock is not None and not active.stream.closed:
-            bridged.bridge = MediaBridge(server.clock, active.stream, active.sock, bridged.stream, bridged.sock)
+            bridged.bridge = MediaBridge(
+                server.clock, active.stream, active.sock, bridged.stream, bridged.sock,
+                send_info_a=self._info_sender(active.leg), send_info_b=self._info_sender(bridged.leg),
+            )  # fmt: skip
             bridged.bridge.start()
         return True
+
+    def _info_sender(self, leg: Leg) -> InfoSender:
+        """The bridge calls this from the media clock's tick: the SIP work is done on the loop's next pass."""
+        call_soon = self.server.loop.call_soon
+
+        def send(key: str, duration_ms: int) -> None:
+            call_soon(self._send_info, leg, key, duration_ms)
+
+        return send
+
+    def _send_info(self, leg: Leg, key: str, duration_ms: int) -> None:
+        """A key the bridge relays to a leg without telephone-event: SIP INFO (application/dtmf-relay)."""
+        if leg.end_reason is not None:
+            return
+        try:
+            self.server.endpoint.send_info_digit(leg, key, duration_ms)
+        except SipError:
+            return  # the dialog is going away (BYE crossing): the key has nowhere to go
+        self.server.flush()
+
+    def on_digit_info(self, event: DigitInfo) -> bool:
+        """A key that came by SIP INFO: relayed across the bridge when ``event.leg`` is one side of a running
+        bridge. True when the leg is a queue leg (the event is ours and nobody else's); False for any other leg,
+        the caller's included (the server still counts a bridged caller's key for the call record)."""
+        digit = DigitEvent(event.key, "info", None, event.duration_ms, True)
+        bridged = self._queue_legs.get(event.leg)
+        if bridged is not None:
+            if bridged.bridge is not None and bridged.bridge.running:
+                bridged.bridge.digit_from_b(digit)
+            return True
+        active = self.server.calls.get(event.leg)
+        bridged = active.bridged if active is not None else None
+        if bridged is not None and bridged.bridge is not None and bridged.bridge.running:
+            bridged.bridge.digit_from_a(digit)
+        return False
 
     def caller_gone(self, active: ActiveCall) -> None:
         """The caller's leg ended (BYE, or the daemon hung up): settle a handoff in progress for the call record,
@@ -400,9 +443,9 @@ class QueueHandoff:
             record["bridge"] = stats
         active.bridged = None
         if not bridged.closed:
+            self._release(bridged)  # first: the queue leg's CallEnded may come out of the flush below
             self.server.endpoint.hangup(bridged.leg)
             self.server.flush()
-            self._release(bridged)
         if bridged.outcome is not None and not bridged.outcome.done():
             bridged.outcome.set_result((False, "the caller hung up", None))
 
@@ -412,7 +455,8 @@ class QueueHandoff:
             return None
         stats = bridged.bridge.stats
         return {"from_caller": stats.received_a, "to_queue": stats.sent_a_to_b, "from_queue": stats.received_b,
-                "to_caller": stats.sent_b_to_a, "dropped": stats.dropped_a_to_b + stats.dropped_b_to_a}  # fmt: skip
+                "to_caller": stats.sent_b_to_a, "dropped": stats.dropped_a_to_b + stats.dropped_b_to_a,
+                "digits_to_queue": stats.digits_a_to_b, "digits_to_caller": stats.digits_b_to_a}  # fmt: skip
 
 
 def _settle(record: dict[str, Any], ok: bool, reason: str, status: int | None, now: float) -> None:
