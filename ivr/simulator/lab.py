@@ -33,6 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import structlog
 
 from ivr.config import IvrConfig, load_config
 from ivr.flows.loader import FlowError, FlowTree, Problem
@@ -50,6 +51,8 @@ from ivr.sip.errors import SipError
 from ivr.sip.uri import SipURI
 
 __all__ = ["IvrLab", "SimulatedCall", "StepFailed"]
+
+log = structlog.get_logger("ivr.simulator")
 
 POLL = 0.1
 """How often (on the call's clock) an expectation looks at what has been heard."""
@@ -103,7 +106,7 @@ class IvrLab:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._factory: Callable[[int, int], socket.socket] = socket.socket
         self.queue_endpoints: list[SimQueueEndpoint] = []
-        """On virtual time: a simulated ACD at each configured queue's address (bridged handoffs reach it)."""
+        """A simulated ACD at each configured queue's address (bridged handoffs reach it)."""
 
     async def __aenter__(self) -> IvrLab:
         await self.start()
@@ -161,11 +164,16 @@ class IvrLab:
             raise FlowError(
                 [Problem(str(self.config_path), 1, 1, "the config routes no calls to a flow", "add routes:")]
             )
-        if virtual:
-            for host, port in sorted({_host_port(q.sip_uri) for q in server.queues}):
-                queue_endpoint = SimQueueEndpoint(host, port, socket_factory=self._factory)
+        # A simulated ACD at each queue's address (over real UDP too, when the address is free on this machine).
+        for host, port in sorted({_host_port(q.sip_uri) for q in server.queues}):
+            queue_endpoint = SimQueueEndpoint(host, port, socket_factory=self._factory)
+            try:
                 await queue_endpoint.start()
-                self.queue_endpoints.append(queue_endpoint)
+            except OSError as exc:
+                log.warning("no simulated queue endpoint: its address is taken", address=f"{host}:{port}",
+                            error=str(exc))  # fmt: skip
+                continue
+            self.queue_endpoints.append(queue_endpoint)
         for route in server.routes.routes:
             self.trees.setdefault(route.path, route.engine.tree)
             if route.path not in self._catalogs:
