@@ -6,23 +6,31 @@ padding). ``feed`` appends frames to a list (no decoding, no IPC); ``finish`` se
 one message, where it is upsampled to 16 kHz, decoded against the grammar (each worker keeps one decoder with a search
 per grammar it has seen, keyed by the JSGF text), and scored.
 
-Confidence and rejection: pocketsphinx normalises every frame's acoustic score by the best state score in that frame,
-so the mean per-frame log score of the recognised words says how far the grammar's best path is from the best
-unconstrained reading of the sound. Words that are really there score near zero; an out-of-grammar word or noise
-forced onto the nearest keyword scores far below. ``confidence = clip((score - floor) / (ceiling - floor), 0, 1)``,
-with ``floor``/``ceiling`` measured on the phone-line corpus (bench/bench_speech.py); the listener rejects results
-below the configured confidence threshold. A hypothesis that is not a whole phrase of the grammar (the search did not
+The answer comes from pocketsphinx's forward (Viterbi) search over the grammar, not from the lattice "bestpath"
+pass: on this phone-line audio the lattice pass lost the only complete path for about one espeak-ng keyword in six
+(empty hypothesis) and mis-scored others; the forward search alone was right far more often and costs half the CPU
+(bench/bench_speech.py, docs/speech.md). A hypothesis that is not a whole phrase of the grammar (the search did not
 reach a final state) is rejected as out-of-grammar.
+
+Confidence and rejection: the same audio is decoded a second time by a free phone loop (the model's own phonetic
+language model, ``allphone`` search): the best reading of the sound with no grammar at all. The confidence measure is
+the per-frame log-likelihood margin of the grammar's path over the phone loop's path
+(``1000 * (ln P(grammar path) - ln P(phone path)) / frames``): words that are really there score about as well as
+free phones (margin near or above zero); an out-of-grammar word, or noise, forced onto the nearest keyword scores far
+below. ``confidence = clip((margin - floor) / (ceiling - floor), 0, 1)``, with ``floor``/``ceiling`` measured on the
+phone-line corpus; the listener rejects results below the configured confidence threshold.
 
 Options (``speech.options`` in the daemon config):
     pool_size: worker processes (default: number of cores)
     upsampler: "linear" (default, measured better on phone audio) or "soxr"
     hmm, dictionary: another acoustic model directory / pronunciation dictionary (default: the bundled en-us)
     pronunciations: {word: "PH ON EM ES"} added to the dictionary (words the bundled one lacks)
-    score_floor, score_ceiling: the per-frame log score mapped to confidence 0 and 1 (default -6.5, -2.5)
+    score_floor, score_ceiling: the per-frame margin over the phone loop mapped to confidence 0 and 1
+        (default -0.6, 0.4)
     partial_interval_ms: decode the utterance so far every N ms for partial results (default 0: off)
     languages: the languages the model speaks (default ["en"])
-    decoder: extra pocketsphinx Config keys, e.g. {beam: 1e-60, silprob: 0.1}
+    decoder: extra pocketsphinx Config keys, e.g. {beam: 1e-60, silprob: 0.1} (``bestpath: true`` brings the
+        lattice pass back)
 """
 
 from __future__ import annotations
@@ -68,8 +76,8 @@ class PocketsphinxOptions(BaseModel):
     hmm: str | None = None
     dictionary: str | None = None
     pronunciations: dict[str, str] = Field(default_factory=dict)
-    score_floor: float = -6.5
-    score_ceiling: float = -2.5
+    score_floor: float = -0.6
+    score_ceiling: float = 0.4
     partial_interval_ms: int = Field(default=0, ge=0)
     languages: tuple[str, ...] = ("en",)
     decoder: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -98,11 +106,11 @@ _worker_opts: PocketsphinxOptions | None = None
 
 
 def _worker_init(options_json: str) -> None:
-    global _decoder, _worker_opts, _initial_cmn
+    global _decoder, _worker_opts, _initial_cmn, _has_phone_loop
     from pocketsphinx import Decoder  # type: ignore[import-untyped]
 
     opts = PocketsphinxOptions.model_validate_json(options_json)
-    kwargs: dict[str, Any] = {"samprate": 16000, "lm": None, "loglevel": "FATAL", "bestpath": True}
+    kwargs: dict[str, Any] = {"samprate": 16000, "lm": None, "loglevel": "FATAL", "bestpath": False}
     if opts.hmm:
         kwargs["hmm"] = opts.hmm
     if opts.dictionary:
@@ -115,6 +123,31 @@ def _worker_init(options_json: str) -> None:
     _worker_opts = opts
     _initial_cmn = _decoder.get_cmn(False)
     _searches.clear()
+    phone_lm = _phone_lm(opts.hmm)
+    _has_phone_loop = phone_lm is not None
+    if phone_lm is not None:
+        _decoder.add_allphone_file(_PHONE_LOOP, phone_lm)
+
+
+_PHONE_LOOP = "phone-loop"
+_has_phone_loop = False
+
+
+def _phone_lm(hmm: str | None) -> str | None:
+    """The phonetic language model for the phone loop: ``en-us-phone.lm.bin`` beside the bundled model, or a
+    ``*phone.lm*`` file in or next to a configured ``hmm`` directory. ``None`` if there is none (then confidence is the
+    grammar path's own per-frame score, a weaker measure: set score_floor/score_ceiling for it)."""
+    import glob
+
+    import pocketsphinx
+
+    base = hmm or os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us")
+    for pattern in ("*phone.lm.bin", "*phone.lm", "*phone.lm.dmp"):
+        for folder in (base, os.path.dirname(os.path.normpath(base))):
+            found = sorted(glob.glob(os.path.join(folder, pattern)))
+            if found:
+                return found[0]
+    return None
 
 
 def _search_for(jsgf: str, words: Sequence[str]) -> str:
@@ -138,7 +171,31 @@ def decode_utterance(jsgf: str, words: Sequence[str], pcm8k: bytes) -> _Decoded:
         search = _search_for(jsgf, words)
     except (GrammarError, RuntimeError) as exc:
         return _Decoded("", -math.inf, 0.0, (), 0, 0.0, str(exc))
-    audio = upsample_2x(np.frombuffer(pcm8k, dtype=np.int16), _worker_opts.upsampler)
+    audio = upsample_2x(np.frombuffer(pcm8k, dtype=np.int16), _worker_opts.upsampler).tobytes()
+    dec = _decoder
+    grammar_score, text = _decode(search, audio)
+    frames = int(dec.n_frames())
+    nbest_raw = list(dec.nbest() or ())  # empty unless the lattice pass (bestpath) is on
+    if not text or not frames:
+        per_frame = -math.inf
+    elif _has_phone_loop:
+        phone_score, _ = _decode(_PHONE_LOOP, audio)
+        per_frame = 1000.0 * (grammar_score - phone_score) / frames
+    else:
+        per_frame = 1000.0 * grammar_score / frames
+    nbest: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for i, alt in enumerate(nbest_raw):
+        if i >= 30 or len(nbest) >= 4:
+            break
+        if alt is not None and alt.hypstr and alt.hypstr not in seen:
+            seen.add(alt.hypstr)
+            nbest.append((alt.hypstr, float(alt.score)))
+    return _Decoded(text, per_frame, 0.0, tuple(nbest), frames, time.process_time() - started)
+
+
+def _decode(search: str, audio: bytes) -> tuple[float, str]:
+    """One decode of ``audio`` (16 kHz int16 bytes) with ``search``, from a fresh state: (ln path score, text)."""
     dec = _decoder
     dec.activate_search(search)
     # Live CMN carries the cepstral mean over from the previous utterance, which here was another caller's line:
@@ -146,29 +203,13 @@ def decode_utterance(jsgf: str, words: Sequence[str], pcm8k: bytes) -> _Decoded:
     dec.set_cmn(_initial_cmn)
     dec.reinit_feat()  # likewise the noise-removal and AGC state of the feature extractor
     dec.start_utt()
-    dec.process_raw(audio.tobytes(), full_utt=True)
+    dec.process_raw(audio, full_utt=True)
     dec.end_utt()
     hyp = dec.hyp()
-    text = hyp.hypstr if hyp is not None else ""
-    log_score = 0.0
-    word_frames = 0
-    for seg in dec.seg() or ():
-        if seg.word.startswith(("<", "[")):
-            continue  # silence and fillers
-        word_frames += seg.end_frame - seg.start_frame + 1
-        # The binding gives exp(score); a path so bad that it underflows is scored as hopeless.
-        log_score += math.log(seg.ascore) if seg.ascore > 0.0 else -745.0
-    per_frame = log_score / word_frames if word_frames else -math.inf
-    nbest: list[tuple[str, float]] = []
-    seen: set[str] = set()
-    for i, alt in enumerate(dec.nbest() or ()):
-        if i >= 30 or len(nbest) >= 4:
-            break
-        if alt is not None and alt.hypstr and alt.hypstr not in seen:
-            seen.add(alt.hypstr)
-            nbest.append((alt.hypstr, float(alt.score)))
-    return _Decoded(text, per_frame, float(dec.get_prob()), tuple(nbest), int(dec.n_frames()),
-                    time.process_time() - started)
+    if hyp is None:
+        return -math.inf, ""
+    # The binding gives exp(path score); a path so bad that it underflows is scored as hopeless.
+    return (math.log(hyp.score) if hyp.score > 0.0 else -745.0), hyp.hypstr
 
 
 def _ping() -> int:

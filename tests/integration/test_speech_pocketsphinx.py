@@ -40,7 +40,7 @@ DIGITS = Grammar.digit_string(4, 10)
 
 # Measured on this set (linear upsampling, default threshold): see docs/speech.md.
 FLITE_CLEAN_FLOOR = 0.80
-ESPEAK_CLEAN_FLOOR = 0.35
+ESPEAK_CLEAN_FLOOR = 0.45  # 0.57 measured on this subset
 NOISY_FLOOR = 0.10
 MAX_FALSE_ACCEPT = 0.20
 
@@ -90,7 +90,9 @@ async def hear(engine: PocketsphinxEngine, u: Utterance, settings: SpeechSetting
 
 @pytest.fixture(scope="module")
 def heard(corpus: list[Utterance], engine: PocketsphinxEngine) -> list[Heard]:
-    settings = SpeechSettings()
+    # Every utterance is queued at once: the last ones wait for the whole set (seconds), which is not what this
+    # module measures (decision latency is bench/bench_speech.py's job), so the decode timeout is generous.
+    settings = SpeechSettings(decode_timeout=120)
 
     async def all_of_them() -> list[Heard]:
         return list(await asyncio.gather(*(hear(engine, u, settings) for u in corpus)))
