@@ -31,24 +31,21 @@ from ivr.media.dtmf_inband import dtmf_tone
 from ivr.media.ports import RtpPortPool
 from ivr.media.prompts import Prompt
 from ivr.media.stream import MediaStream
+from ivr.simulator.udp_ua import UdpUserAgent
 from ivr.sip.endpoint import (
     CallAnswered,
-    CallConfirmed,
     CallEnded,
     CallProgress,
-    ClearTimer,
-    DigitInfo,
     EndpointConfig,
     EndReason,
     IncomingCall,
     Leg,
     LegState,
+    Output,
     Peer,
     ReferReceived,
     ReInvite,
-    SetTimer,
     SipEndpoint,
-    Transmit,
 )
 from ivr.sip.errors import SipError
 from ivr.sip.refer import parse_refer_to
@@ -106,17 +103,6 @@ class CallFailed(SimCallerError):
         super().__init__(f"call to {target} failed: {status if status is not None else 'no status'} ({reason.value})")
 
 
-class _SipProtocol(asyncio.DatagramProtocol):
-    def __init__(self, caller: SimCaller) -> None:
-        self.caller = caller
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.caller._receive(data, Peer(str(addr[0]), int(addr[1]), "udp"))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP unreachable: the transactions' timers deal with a peer that is gone
-
-
 class SimCaller:
     """One simulated phone on ``host`` (an IP literal). Use as ``async with SimCaller() as caller``.
 
@@ -149,9 +135,8 @@ class SimCaller:
             RtpPortPool(host, *rtp_ports, socket_factory=socket_factory) if rtp_ports is not None else None
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._ua = UdpUserAgent(self._on_event)
         self._endpoint: SipEndpoint | None = None
-        self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
         self._leg: Leg | None = None
         self._answered: asyncio.Future[CallAnswered] | None = None
         self._ended: asyncio.Future[CallEnded] | None = None
@@ -184,18 +169,17 @@ class SimCaller:
 
     async def start(self) -> None:
         """Bind the SIP socket."""
-        if self._transport is not None:
+        if self._endpoint is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _SipProtocol(self), local_addr=(self.host, 0))
-        self._transport = transport
-        port = int(transport.get_extra_info("sockname")[1])
-        self._endpoint = SipEndpoint(
-            EndpointConfig(
+        self._loop = asyncio.get_running_loop()
+        await self._ua.start(
+            self.host,
+            0,
+            lambda port: EndpointConfig(
                 host=self.host, port=port, user_agent=self._user_agent, timers=self._timer_values, transferee=True
-            )
+            ),
         )
+        self._endpoint = self._ua.endpoint
 
     async def close(self, timeout: float = 2.0) -> None:
         """Hang up a call in progress (waiting up to ``timeout`` for the BYE's answer) and release the sockets."""
@@ -203,12 +187,8 @@ class SimCaller:
             with contextlib.suppress(TimeoutError, SimCallerError):
                 await self.hangup(timeout)
         self._close_media()
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        self._ua.close()
+        self._endpoint = None
 
     @property
     def sip_address(self) -> tuple[str, int]:
@@ -388,47 +368,26 @@ class SimCaller:
 
     # ---- the endpoint's driver ----
 
-    def _receive(self, data: bytes, peer: Peer) -> None:
-        if self._endpoint is None:
-            return
-        self._endpoint.receive(data, peer)
-        self._flush()
-
     def _flush(self) -> None:
-        endpoint = self._endpoint
-        if endpoint is None:
-            return
-        loop = self._require_loop()
-        while outputs := endpoint.outputs():
-            for out in outputs:
-                if isinstance(out, Transmit):
-                    if self._transport is not None:
-                        self._transport.sendto(out.data, (out.peer.host, out.peer.port))
-                elif isinstance(out, SetTimer):
-                    old = self._timers.pop(out.token, None)
-                    if old is not None:
-                        old.cancel()
-                    self._timers[out.token] = loop.call_later(out.delay, self._fire, out.token)
-                elif isinstance(out, ClearTimer):
-                    handle = self._timers.pop(out.token, None)
-                    if handle is not None:
-                        handle.cancel()
-                elif isinstance(out, CallProgress):
-                    if out.leg is self._leg:
-                        self.progress.append(out.response.status)
-                elif isinstance(out, CallAnswered):
-                    if out.leg is self._leg and self._answered is not None and not self._answered.done():
-                        self._answered.set_result(out)
-                elif isinstance(out, CallEnded):
-                    self._on_ended(out)
-                elif isinstance(out, IncomingCall):
-                    endpoint.reject(out.leg, 486, "a simulated caller takes no calls")
-                elif isinstance(out, ReInvite):
-                    endpoint.respond(out.leg, 488, request=out.request)
-                elif isinstance(out, ReferReceived):
-                    self._on_refer(out)
-                elif isinstance(out, CallConfirmed | DigitInfo):
-                    pass  # UAS-side events: the caller never answers calls
+        self._ua.flush()
+
+    def _on_event(self, out: Output) -> None:
+        endpoint = self._require_endpoint()
+        if isinstance(out, CallProgress):
+            if out.leg is self._leg:
+                self.progress.append(out.response.status)
+        elif isinstance(out, CallAnswered):
+            if out.leg is self._leg and self._answered is not None and not self._answered.done():
+                self._answered.set_result(out)
+        elif isinstance(out, CallEnded):
+            self._on_ended(out)
+        elif isinstance(out, IncomingCall):
+            endpoint.reject(out.leg, 486, "a simulated caller takes no calls")
+        elif isinstance(out, ReInvite):
+            endpoint.respond(out.leg, 488, request=out.request)
+        elif isinstance(out, ReferReceived):
+            self._on_refer(out)
+        # CallConfirmed, DigitInfo...: UAS-side events; the caller never answers calls
 
     def _on_refer(self, event: ReferReceived) -> None:
         """Act as a phone asked to transfer (RFC 3515): 202, NOTIFY 100, then the outcome as a final NOTIFY. The
@@ -445,12 +404,6 @@ class SimCaller:
         self.transfers.append(Transfer(target.uri, target.headers, attached_data(target.headers), "refer"))
         endpoint.accept_refer(event.leg, event.request)
         endpoint.notify_refer(event.leg, event.request, self.transfer_result)
-
-    def _fire(self, token: tuple[int, str]) -> None:
-        self._timers.pop(token, None)
-        if self._endpoint is not None:
-            self._endpoint.timer_fired(token)
-            self._flush()
 
     def _on_ended(self, event: CallEnded) -> None:
         if event.leg is not self._leg:

@@ -18,29 +18,11 @@ import numpy as np
 from ivr.media.prompts import Prompt
 from ivr.media.stream import MediaStream
 from ivr.simulator.caller import Transfer, attached_data
-from ivr.sip.endpoint import (
-    CallEnded,
-    ClearTimer,
-    EndpointConfig,
-    IncomingCall,
-    Leg,
-    Peer,
-    ReInvite,
-    SetTimer,
-    SipEndpoint,
-    Transmit,
-)
+from ivr.simulator.udp_ua import UdpUserAgent
+from ivr.sip.endpoint import CallEnded, EndpointConfig, IncomingCall, Leg, Output, ReInvite, SipEndpoint
 from ivr.sip.sdp import PCMA, PCMU, SdpError, SessionDescription, answer_offer
 
 __all__ = ["SimQueueEndpoint"]
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: SimQueueEndpoint) -> None:
-        self.owner = owner
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.owner._receive(data, Peer(str(addr[0]), int(addr[1]), "udp"))
 
 
 class SimQueueEndpoint:
@@ -58,10 +40,8 @@ class SimQueueEndpoint:
         self.port = port
         self.answer = answer
         self._socket = socket_factory
-        self._endpoint: SipEndpoint | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._ua = UdpUserAgent(self._on_event)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
         self._streams: dict[Leg, MediaStream] = {}
         self.calls: list[Transfer] = []
         self.frames_received: dict[str, int] = {}
@@ -69,62 +49,30 @@ class SimQueueEndpoint:
         self.ended: list[str] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(self.host, self.port))
-        self._transport = transport
-        self.port = int(transport.get_extra_info("sockname")[1])
-        self._endpoint = SipEndpoint(EndpointConfig(host=self.host, port=self.port, user_agent="ivr-sim-queue"))
+        self._loop = asyncio.get_running_loop()
+        self.port = await self._ua.start(
+            self.host, self.port, lambda port: EndpointConfig(host=self.host, port=port, user_agent="ivr-sim-queue")
+        )
 
     async def close(self) -> None:
         for stream in self._streams.values():
             stream.close()
         self._streams.clear()
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        self._ua.close()
 
-    def _receive(self, data: bytes, peer: Peer) -> None:
-        if self._endpoint is not None:
-            self._endpoint.receive(data, peer)
-            self._flush()
-
-    def _fire(self, token: tuple[int, str]) -> None:
-        self._timers.pop(token, None)
-        if self._endpoint is not None:
-            self._endpoint.timer_fired(token)
-            self._flush()
-
-    def _flush(self) -> None:
-        endpoint, loop = self._endpoint, self._loop
+    def _on_event(self, out: Output) -> None:
+        endpoint, loop = self._ua.endpoint, self._loop
         if endpoint is None or loop is None:
             return
-        while outputs := endpoint.outputs():
-            for out in outputs:
-                if isinstance(out, Transmit):
-                    if self._transport is not None:
-                        self._transport.sendto(out.data, (out.peer.host, out.peer.port))
-                elif isinstance(out, SetTimer):
-                    old = self._timers.pop(out.token, None)
-                    if old is not None:
-                        old.cancel()
-                    self._timers[out.token] = loop.call_later(out.delay, self._fire, out.token)
-                elif isinstance(out, ClearTimer):
-                    handle = self._timers.pop(out.token, None)
-                    if handle is not None:
-                        handle.cancel()
-                elif isinstance(out, IncomingCall):
-                    self._incoming(endpoint, loop, out.leg)
-                elif isinstance(out, ReInvite):
-                    endpoint.respond(out.leg, 488, request=out.request)
-                elif isinstance(out, CallEnded):
-                    stream = self._streams.pop(out.leg, None)
-                    if stream is not None:
-                        stream.close()
-                    self.ended.append(out.leg.call_id)
+        if isinstance(out, IncomingCall):
+            self._incoming(endpoint, loop, out.leg)
+        elif isinstance(out, ReInvite):
+            endpoint.respond(out.leg, 488, request=out.request)
+        elif isinstance(out, CallEnded):
+            stream = self._streams.pop(out.leg, None)
+            if stream is not None:
+                stream.close()
+            self.ended.append(out.leg.call_id)
 
     def _incoming(self, endpoint: SipEndpoint, loop: asyncio.AbstractEventLoop, leg: Leg) -> None:
         invite = leg.invite
