@@ -121,13 +121,19 @@ def validate(
     are checked against the queues file of the daemon configuration."""
     from ivr.flows.commands import validate as validate_flows
 
+    cfg = _config_or_exit(config)
+    raise typer.Exit(validate_flows(paths, known_queues=_known_queues(cfg), known_calendars=None, echo=typer.echo))
+
+
+def _config_or_exit(config: Path | None) -> Any:
+    """The daemon configuration (``config``, else the default) with the IVR_* environment applied; exit 2 with
+    the problem when it does not load."""
     path = config if config is not None else default_config_path()
     try:
-        cfg = load_config(path, environ=os.environ)
+        return load_config(path, environ=os.environ)
     except ConfigError as exc:
         typer.echo(f"configuration error:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    raise typer.Exit(validate_flows(paths, known_queues=_known_queues(cfg), known_calendars=None, echo=typer.echo))
 
 
 @app.command("test")
@@ -164,13 +170,7 @@ def call_command(
     from ivr.simulator.interactive import catalog_for_config, interactive_call, stdin_lines
 
     configure_logging("console", "warning")
-    path = config if config is not None else default_config_path()
-    try:
-        settings = load_config(path)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    catalog = catalog_for_config(settings)
+    catalog = catalog_for_config(_config_or_exit(config))
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         typer.echo(f"--target {target!r} is not host:port", err=True)
@@ -213,18 +213,14 @@ def config_check(
     ] = None,
 ) -> None:
     """Validate ivr.yaml with the IVR_* environment applied, and the flows it routes to; exit 0 when clean."""
-    path = config if config is not None else default_config_path()
-    try:
-        cfg = load_config(path, environ=os.environ)
-    except ConfigError as exc:
-        typer.echo(f"configuration error:\n{exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = _config_or_exit(config)
     from ivr.flows.commands import validate as validate_flows
 
     flows = sorted({cfg.resolve(route.flow) for route in cfg.routes})
     known = _known_queues(cfg)
     status = validate_flows(flows, known_queues=known, known_calendars=None, echo=typer.echo) if flows else 0
     if status == 0:
+        path = config if config is not None else default_config_path()
         typer.echo(f"{path or '<built-in defaults>'}: OK ({len(cfg.routes)} routes, {len(flows)} flow files)")
     raise typer.Exit(status)
 
