@@ -331,17 +331,7 @@ def load_config(
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        try:
-            loaded = YAML(typ="rt").load(text)
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
-        if loaded is None:
-            loaded = CommentedMap()
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}:1: the top level must be a mapping (sip:, media:, calls:, log:)")
-        data = loaded
+        data = yaml_mapping(text, path, ConfigError, "(sip:, media:, calls:, log:)")
     settings = plain(data)
     from_env = env_overrides(environ or {})
     merged: dict[str, Any] = {key: value for key, (_name, value) in from_env.items()}
@@ -358,6 +348,22 @@ def load_config(
     except ValidationError as exc:
         env_names = {key: name for key, (name, _value) in from_env.items() if key not in (overrides or {})}
         raise ConfigError(_describe(exc, data, path, env_names)) from None
+
+
+def yaml_mapping(text: str, path: Path | str, error: type[Exception], keys_hint: str) -> CommentedMap:
+    """A YAML file whose top level is a mapping (empty: an empty one), kept with its line numbers; otherwise
+    ``error`` naming file:line:column and what the file should hold (``keys_hint``, e.g. ``(queues:)``)."""
+    try:
+        loaded = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise error(f"{where}: YAML syntax error: {exc.problem}") from None
+    if loaded is None:
+        return CommentedMap()
+    if not isinstance(loaded, CommentedMap):
+        raise error(f"{path}:1: the top level must be a mapping {keys_hint}")
+    return loaded
 
 
 def plain(node: Any) -> Any:

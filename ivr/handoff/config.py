@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.flows.model import DurationError, parse_duration
 from ivr.sip.errors import SipError
@@ -241,18 +238,9 @@ def load_queues(path: Path) -> QueueTable:
 
 
 def load_queues_text(text: str, path: Path | str = "<queues>") -> QueueTable:
-    from ivr.config import line_of, plain
+    from ivr.config import line_of, plain, yaml_mapping
 
-    try:
-        data = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise QueueConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
-    if data is None:
-        data = CommentedMap()
-    if not isinstance(data, dict):
-        raise QueueConfigError(f"{path}:1: the top level must be a mapping with queues:")
+    data = yaml_mapping(text, path, QueueConfigError, "with queues:")
     try:
         parsed = _QueuesFile.model_validate(plain(data))
     except ValidationError as exc:
