@@ -15,12 +15,10 @@ from ivr.ops.cdr import (
     CdrError,
     InputHeard,
     MediaQuality,
-    _parse_url,
-    _PostgresTarget,
-    _SqliteTarget,
     display_url,
     write_export,
 )
+from ivr.ops.cdr.urls import _parse_url, _PostgresTarget, _SqliteTarget
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 
