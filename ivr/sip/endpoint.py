@@ -4,6 +4,8 @@ The driver (``ivr.server``) gives it datagrams / stream messages with their sour
 fires the timers it asked for (:meth:`SipEndpoint.timer_fired`), and calls the application verbs (:meth:`answer`,
 :meth:`reject`, :meth:`hangup`, :meth:`respond`). After each call the driver drains :meth:`SipEndpoint.outputs`: bytes
 to transmit with their destination, timers to set or clear, and :class:`CallEvent` objects for the call controller.
+Those output types live in :mod:`ivr.sip.events`, the :class:`Leg` and its state machine in :mod:`ivr.sip.leg`; this
+module re-exports them under their old names.
 
 Everything RFC 3261 says a UAS core does before a request reaches the application lives here: transaction matching
 (17.2.3), merged-request detection (8.2.2.2), Require checks (8.2.2.3), 481 for unknown dialogs (12.2.2), CANCEL
@@ -18,14 +20,34 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from ivr.sip.auth import DigestVerifier
 from ivr.sip.dialog import Dialog, DialogId, dialog_id_for_request
 from ivr.sip.errors import SipError, SipParseError
+from ivr.sip.events import (  # re-exported (see __all__): code outside ivr.sip imports them from here
+    AuthRefused,
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallEvent,
+    CallProgress,
+    ClearTimer,
+    DigitInfo,
+    EndReason,
+    IncomingCall,
+    Output,
+    Peer,
+    ReferReceived,
+    ReInvite,
+    SetTimer,
+    StrayResponse,
+    TransferProgress,
+    Transmit,
+)
 from ivr.sip.headers import Headers, Via
 from ivr.sip.info import ACCEPTED_INFO_BODIES, DTMF_RELAY, parse_dtmf_info
+from ivr.sip.leg import Leg, LegEvent, LegState, Transfer
 from ivr.sip.message import (
     Message,
     Request,
@@ -45,7 +67,7 @@ from ivr.sip.refer import (
     parse_subscription_state,
 )
 from ivr.sip.transaction import (
-    CancelTimer,
+    Action,
     ClientInviteState,
     ClientInviteTransaction,
     ClientNonInviteState,
@@ -54,7 +76,6 @@ from ivr.sip.transaction import (
     Send,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
-    StartTimer,
     Terminated,
     TimedOut,
     TimerValues,
@@ -79,229 +100,6 @@ KNOWN_METHODS = frozenset(
 SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 SUPPORTED_URI_SCHEMES = frozenset(("sip", "sips", "tel"))
 ACCEPTED_BODIES = "application/sdp"
-
-
-# ---- addresses and outputs ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from or goes to. ``connection`` names a stream connection (TCP) owned by the driver."""
-
-    host: str
-    port: int
-    transport: str = "udp"
-    connection: int | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    data: bytes
-    peer: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    token: tuple[int, str]
-    delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClearTimer:
-    token: tuple[int, str]
-
-
-class EndReason(StrEnum):
-    REMOTE_BYE = "remote_bye"
-    LOCAL_BYE = "local_bye"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    ACK_TIMEOUT = "ack_timeout"
-    SHUTDOWN = "shutdown"
-    FAILED = "failed"  # our INVITE got a final non-2xx response
-    TIMEOUT = "timeout"  # our INVITE got no final response (timer B)
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingCall:
-    """A new INVITE: the application answers it (:meth:`SipEndpoint.answer`) or rejects it."""
-
-    leg: Leg
-
-
-@dataclass(frozen=True, slots=True)
-class CallConfirmed:
-    """The ACK for our 2xx arrived: media may flow both ways. ``sdp`` is the ACK's body (late offer)."""
-
-    leg: Leg
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ReInvite:
-    """An in-dialog INVITE (hold, unhold, media change). Answer with :meth:`SipEndpoint.respond`."""
-
-    leg: Leg
-    request: Request
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    leg: Leg
-    reason: EndReason
-    status: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DigitInfo:
-    """A key press the caller sent by SIP INFO (already answered 200)."""
-
-    leg: Leg
-    key: str
-    duration_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class CallProgress:
-    """A provisional response (180 Ringing, 183 Session Progress) to an INVITE we sent."""
-
-    leg: Leg
-    response: Response
-
-
-@dataclass(frozen=True, slots=True)
-class CallAnswered:
-    """Our INVITE was answered 2xx and ACKed; ``response.body`` is the callee's SDP answer."""
-
-    leg: Leg
-    response: Response
-
-
-@dataclass(eq=False)
-class Transfer:
-    """A REFER we sent in a leg's dialog (we are the transferor, RFC 3515). ``result`` is the final status once known
-    (the sipfrag's, the REFER's own error, or 408 when nothing came); ``subscription_ended`` once a NOTIFY said
-    ``Subscription-State: terminated`` (or the REFER failed)."""
-
-    leg: Leg
-    refer: Request
-    accepted: bool = False
-    result: int | None = None
-    reason: str = ""
-    subscription_ended: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None
-
-
-@dataclass(frozen=True, slots=True)
-class TransferProgress:
-    """News of a REFER we sent: its own response (``source="refer"``: 202 accepted, or an error that ends it), a
-    NOTIFY's sipfrag status (``"notify"``, already answered 200), or no answer at all (``"timeout"``, 408).
-    ``final``: the transfer's outcome is known (``status`` >= 200 from a NOTIFY, or the REFER failed)."""
-
-    leg: Leg
-    transfer: Transfer
-    status: int
-    reason: str
-    source: str
-    final: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ReferReceived:
-    """The peer asks us to call ``refer_to`` (we are the transferee; only with ``EndpointConfig.transferee``).
-    Answer with :meth:`SipEndpoint.accept_refer` (202, then NOTIFY 100 Trying) or :meth:`SipEndpoint.reject_refer`,
-    then report the new call with :meth:`SipEndpoint.notify_refer`. :func:`ivr.sip.refer.parse_refer_to` splits the
-    target from the headers to put in the new INVITE."""
-
-    leg: Leg
-    refer_to: str
-    referred_by: str | None
-    request: Request
-
-
-@dataclass(frozen=True, slots=True)
-class AuthRefused:
-    """A new INVITE was answered 401/407 (challenge), 403 or 400 by digest authentication; ``detail`` says why
-    (for the log: never sent to the peer)."""
-
-    request: Request
-    peer: Peer
-    status: int
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class StrayResponse:
-    """A response that matches no transaction of the endpoint (the REGISTER client runs its own)."""
-
-    response: Response
-    peer: Peer
-
-
-CallEvent = (
-    IncomingCall
-    | CallConfirmed
-    | ReInvite
-    | CallEnded
-    | DigitInfo
-    | CallProgress
-    | CallAnswered
-    | TransferProgress
-    | ReferReceived
-)
-Output = Transmit | SetTimer | ClearTimer | CallEvent | AuthRefused | StrayResponse
-
-
-class LegState(StrEnum):
-    INCOMING = "incoming"  # INVITE received (or, outgoing, sent) and no final response yet
-    ANSWERED = "answered"  # 2xx sent, waiting for ACK
-    CONFIRMED = "confirmed"  # ACK received
-    ENDING = "ending"  # BYE sent, waiting for its response
-    ENDED = "ended"
-
-
-@dataclass(eq=False)
-class Leg:
-    """One call leg: an INVITE dialog between the caller and us. Its identity is the object itself."""
-
-    invite: Request
-    peer: Peer
-    local_tag: str
-    state: LegState = LegState.INCOMING
-    dialog: Dialog | None = None
-    invite_txn: ServerInviteTransaction | None = None
-    end_reason: EndReason | None = None
-    bye_pending: bool = False  # hangup() before the ACK: BYE waits for the ACK or its timeout (15.1.1)
-    end_reason_wanted: EndReason = EndReason.LOCAL_BYE
-    outgoing: bool = False  # we sent the INVITE (the simulator's caller, a bridge to a queue endpoint)
-    client_txn: ClientInviteTransaction | None = None
-    provisional: bool = False  # a 1xx arrived for our INVITE: a CANCEL may now be sent (RFC 3261 9.1)
-    cancel_pending: bool = False  # cancel() before any 1xx: the CANCEL goes out with the first one
-    cancel_requested: bool = False
-    ack: bytes | None = None  # our ACK for the 2xx, resent when the 2xx is retransmitted (13.2.2.4)
-    answer: Response | None = None
-    transfer: Transfer | None = None  # the REFER we sent in this dialog, if any
-    # REFERs received in this dialog (we are the transferee): CSeq number -> "pending" | "active" | "terminated"
-    refers: dict[int, str] = field(default_factory=dict)
-    id: int = field(default_factory=itertools.count(1).__next__)
-
-    @property
-    def call_id(self) -> str:
-        return self.invite.call_id
-
-    @property
-    def offer(self) -> bytes:
-        return self.invite.body
-
-    def __repr__(self) -> str:
-        return f"<Leg {self.id} {self.call_id} {self.state.value}>"
 
 
 @dataclass(eq=False)
@@ -438,7 +236,7 @@ class SipEndpoint:
         self._add_contact(response, leg.peer)
         leg.dialog = Dialog.from_uas(leg.invite, local_tag=leg.local_tag, local_contact=self._contact(leg.peer))
         self._dialogs[leg.dialog.id] = leg
-        leg.state = LegState.ANSWERED
+        leg.advance(LegEvent.ANSWER_SENT)
         entry = self._server_entry_for(leg)
         self._run(entry, leg.invite_txn.send_response(response))
 
@@ -454,7 +252,7 @@ class SipEndpoint:
         response = self._response(leg.invite, status, to_tag=leg.local_tag, extra=extra)
         entry = self._server_entry_for(leg)
         self._run(entry, leg.invite_txn.send_response(response))
-        self._end(leg, EndReason.REJECTED, status)
+        self._end_unanswered(leg, EndReason.REJECTED, status)
 
     def respond(
         self,
@@ -498,7 +296,7 @@ class SipEndpoint:
             leg.end_reason_wanted = reason
             return
         self._send_bye(leg)
-        self._end(leg, reason, None, keep_dialog=True)
+        self._end(leg, reason, None)
 
     def call(
         self,
@@ -735,9 +533,8 @@ class SipEndpoint:
         entry.leg = leg
         if req.method == "BYE":
             self._reply(entry, req, 200)
-            if leg.state not in (LegState.ENDED,):
-                self._end(leg, EndReason.REMOTE_BYE, None)
-            self._forget_dialog(leg)
+            self._forget_dialog(leg, LegEvent.BYE_RECEIVED)
+            self._end(leg, EndReason.REMOTE_BYE, None)
         elif req.method == "INVITE":
             if leg.state is LegState.ENDING or leg.state is LegState.ENDED:
                 self._reply(entry, req, 481, reason="the dialog is being terminated")
@@ -834,13 +631,13 @@ class SipEndpoint:
         if leg is None:
             return  # stray ACK: dropped, never answered
         if leg.state is LegState.ANSWERED and leg.invite_txn is not None and leg.invite.cseq.number == req.cseq.number:
-            leg.state = LegState.CONFIRMED
+            leg.advance(LegEvent.ACK_RECEIVED)
             inv_entry = self._server.get(leg.invite_txn.key)
             if inv_entry is not None:
                 self._run(inv_entry, leg.invite_txn.receive_ack_for_2xx())
             if leg.bye_pending:
                 self._send_bye(leg)
-                self._end(leg, leg.end_reason_wanted, None, keep_dialog=True)
+                self._end(leg, leg.end_reason_wanted, None)
             else:
                 self._outputs.append(CallConfirmed(leg, req.body))
             return
@@ -869,7 +666,7 @@ class SipEndpoint:
             txn = invite_entry.txn
             assert isinstance(txn, ServerInviteTransaction)
             self._run(invite_entry, txn.send_response(response))
-            self._end(leg, EndReason.CANCELLED, 487)
+            self._end_unanswered(leg, EndReason.CANCELLED, 487)
 
     # ---- responses ----
 
@@ -889,18 +686,18 @@ class SipEndpoint:
 
     # ---- internals ----
 
-    def _run(self, entry: _TxnEntry, actions: Sequence[object]) -> None:
+    def _run(self, entry: _TxnEntry, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 data = action.message.to_bytes()
                 self._outputs.append(Transmit(data, entry.peer))
-            elif isinstance(action, StartTimer):
-                entry.timers.add(action.name)
-                self._outputs.append(SetTimer((entry.id, action.name), action.delay))
-            elif isinstance(action, CancelTimer):
-                if action.name in entry.timers:
-                    entry.timers.discard(action.name)
-                    self._outputs.append(ClearTimer((entry.id, action.name)))
+            elif isinstance(action, SetTimer):
+                entry.timers.add(action.token)
+                self._outputs.append(SetTimer((entry.id, action.token), action.delay))
+            elif isinstance(action, ClearTimer):
+                if action.token in entry.timers:
+                    entry.timers.discard(action.token)
+                    self._outputs.append(ClearTimer((entry.id, action.token)))
             elif isinstance(action, Deliver):
                 self._deliver(entry, action.message)
             elif isinstance(action, TimedOut):
@@ -913,7 +710,7 @@ class SipEndpoint:
             return
         leg = entry.leg
         if message.cseq.method == "BYE" and message.status >= 200:
-            self._forget_dialog(leg)
+            self._forget_dialog(leg, LegEvent.BYE_DONE)
         elif message.cseq.method == "REFER" and message.status >= 200:
             self._refer_response(leg, entry, message)
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
@@ -949,7 +746,7 @@ class SipEndpoint:
             return
         if status >= 300:
             reason = EndReason.CANCELLED if status == 487 else EndReason.FAILED
-            self._end(leg, reason, status)
+            self._end_unanswered(leg, reason, status)
             return
         if leg.ack is not None:  # a retransmitted 2xx: our ACK was lost, send it again
             self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
@@ -965,12 +762,11 @@ class SipEndpoint:
         leg.ack = ack.to_bytes()
         leg.answer = response
         self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
-        if leg.cancel_requested or leg.end_reason is not None:
+        leg.advance(LegEvent.ANSWER_RECEIVED)
+        if leg.cancel_requested:
             # 2xx raced our CANCEL (9.1): the call was answered anyway; end it with a BYE.
-            leg.state = LegState.CONFIRMED
             self._send_bye(leg)
             return
-        leg.state = LegState.CONFIRMED
         self._outputs.append(CallAnswered(leg, response))
 
     def _send_cancel(self, leg: Leg) -> None:
@@ -1006,10 +802,10 @@ class SipEndpoint:
             if leg.state is LegState.ANSWERED:
                 # 13.3.1.4: no ACK for our 2xx within 64*T1: the session is torn down with a BYE.
                 self._send_bye(leg)
-                self._end(leg, EndReason.ACK_TIMEOUT, None, keep_dialog=True)
+                self._end(leg, EndReason.ACK_TIMEOUT, None)
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
             if leg.state is LegState.INCOMING:
-                self._end(leg, EndReason.TIMEOUT, 408)  # timer B: no final response (17.1.1.2)
+                self._end_unanswered(leg, EndReason.TIMEOUT, 408)  # timer B: no final response (17.1.1.2)
         elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "REFER":
             transfer = leg.transfer
             if transfer is not None and transfer.refer is entry.txn.request and not transfer.done:
@@ -1019,7 +815,7 @@ class SipEndpoint:
                 self._outputs.append(TransferProgress(leg, transfer, 408, transfer.reason, "timeout", True))
         elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "BYE":
             # BYE got no final response: the dialog is gone for us all the same (15.1.1).
-            self._forget_dialog(leg)
+            self._forget_dialog(leg, LegEvent.BYE_DONE)
 
     def _drop_entry(self, entry: _TxnEntry) -> None:
         for name in entry.timers:
@@ -1157,7 +953,7 @@ class SipEndpoint:
         bye = leg.dialog.create_request("BYE", via=self._via(leg.peer))
         bye.headers.add("User-Agent", self.config.user_agent)
         peer = self._request_peer(leg)
-        leg.state = LegState.ENDING
+        leg.advance(LegEvent.BYE_SENT)
         self._add_client(ClientNonInviteTransaction(bye, reliable=peer.reliable, timers=self.config.timers), peer, leg)
 
     def _request_peer(self, leg: Leg) -> Peer:
@@ -1174,21 +970,25 @@ class SipEndpoint:
             return Peer(host, port, "udp")
         return leg.peer
 
-    def _end(self, leg: Leg, reason: EndReason, status: int | None, *, keep_dialog: bool = False) -> None:
+    def _end(self, leg: Leg, reason: EndReason, status: int | None) -> None:
+        """Tell the application the call is over (:class:`CallEnded`), once. The caller has already moved the leg: to
+        ENDED, or to ENDING by the BYE it sent (the dialog is kept until that BYE is answered or times out)."""
         if leg.end_reason is not None:
             return
         leg.end_reason = reason
-        if leg.state is not LegState.ENDING:
-            leg.state = LegState.ENDED
-        if not keep_dialog:
-            self._forget_dialog(leg)
         self._legs.discard(leg)
         self._outputs.append(CallEnded(leg, reason, status))
 
-    def _forget_dialog(self, leg: Leg) -> None:
+    def _end_unanswered(self, leg: Leg, reason: EndReason, status: int | None) -> None:
+        """The INVITE ended without a 2xx: we rejected it, it was cancelled, or ours failed or timed out."""
+        self._forget_dialog(leg, LegEvent.NOT_ANSWERED)
+        self._end(leg, reason, status)
+
+    def _forget_dialog(self, leg: Leg, event: LegEvent) -> None:
+        """The dialog is over (``event`` moves the leg to ENDED): in-dialog requests for it now get 481."""
         if leg.dialog is not None:
             self._dialogs.pop(leg.dialog.id, None)
-        leg.state = LegState.ENDED
+        leg.advance(event)
 
     def shutdown(self) -> None:
         """Stop accepting calls and hang up every leg (BYE when answered, 480 when still ringing)."""
@@ -1226,6 +1026,7 @@ __all__ = [
     "Leg",
     "LegState",
     "NameAddr",
+    "Output",
     "Peer",
     "ReInvite",
     "ReferReceived",

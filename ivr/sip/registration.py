@@ -6,8 +6,8 @@ of a PBX or a trunk. It is driven like the transactions are: inputs are method c
 :meth:`~Registration.stop`) and each returns a list of outputs for the driver:
 
 * :class:`SendRequest` - put ``data`` on the wire to ``host:port`` over ``transport``;
-* :class:`ArmTimer` / :class:`DisarmTimer` - (re)arm or disarm the timer ``token`` (a string); when it expires the
-  driver calls ``timer_fired(token)``;
+* :class:`~ivr.sip.events.SetTimer` / :class:`~ivr.sip.events.ClearTimer` (the timer pair of all of ``ivr.sip``)
+  - (re)arm or disarm the timer ``token`` (a string); when it expires the driver calls ``timer_fired(token)``;
 * :class:`Registered`, :class:`RegistrationFailed`, :class:`Unregistered` - state changes for logs, metrics and health.
 
 Every REGISTER runs in a :class:`~ivr.sip.transaction.ClientNonInviteTransaction` (timer E retransmits over UDP, timer
@@ -37,16 +37,15 @@ from enum import StrEnum
 
 from ivr.sip.auth import AuthError, DigestClient, authorization_nonces
 from ivr.sip.errors import SipError
+from ivr.sip.events import ClearTimer, SetTimer
 from ivr.sip.headers import Headers, Via
 from ivr.sip.message import Request, Response
 from ivr.sip.transaction import (
     DEFAULT_TIMERS,
     Action,
-    CancelTimer,
     ClientNonInviteTransaction,
     Deliver,
     Send,
-    StartTimer,
     Terminated,
     TimedOut,
     TimerValues,
@@ -128,19 +127,6 @@ class SendRequest:
 
 
 @dataclass(frozen=True)
-class ArmTimer:
-    """Arm timer ``token`` to fire after ``delay`` seconds, replacing an armed timer of that token."""
-
-    token: str
-    delay: float
-
-
-@dataclass(frozen=True)
-class DisarmTimer:
-    token: str
-
-
-@dataclass(frozen=True)
 class Registered:
     """The registrar accepted the binding for ``expires`` seconds; a refresh is due in ``refresh_in`` seconds."""
 
@@ -167,7 +153,7 @@ class Unregistered:
     reason: str
 
 
-RegistrationOutput = SendRequest | ArmTimer | DisarmTimer | Registered | RegistrationFailed | Unregistered
+RegistrationOutput = SendRequest | SetTimer[str] | ClearTimer[str] | Registered | RegistrationFailed | Unregistered
 
 
 class RegistrationState(StrEnum):
@@ -334,7 +320,7 @@ class Registration:
         return out + self._run(self._txn.start())
 
     def _abandon_txn(self) -> list[RegistrationOutput]:
-        out: list[RegistrationOutput] = [DisarmTimer(token) for token in sorted(self._txn_timers)]
+        out: list[RegistrationOutput] = [ClearTimer(token) for token in sorted(self._txn_timers)]
         self._txn_timers.clear()
         self._txn = None
         return out
@@ -350,15 +336,15 @@ class Registration:
                 message = action.message
                 assert isinstance(message, Request)
                 out.append(SendRequest(message, message.to_bytes(), host, port, self.config.transport.lower()))
-            elif isinstance(action, StartTimer):
-                if action.name == "K":
+            elif isinstance(action, SetTimer):
+                if action.token == "K":
                     continue  # see the module docstring: the completed transaction stays until replaced
-                self._txn_timers.add(prefix + action.name)
-                out.append(ArmTimer(prefix + action.name, action.delay))
-            elif isinstance(action, CancelTimer):
-                if prefix + action.name in self._txn_timers:
-                    self._txn_timers.discard(prefix + action.name)
-                    out.append(DisarmTimer(prefix + action.name))
+                self._txn_timers.add(prefix + action.token)
+                out.append(SetTimer(prefix + action.token, action.delay))
+            elif isinstance(action, ClearTimer):
+                if prefix + action.token in self._txn_timers:
+                    self._txn_timers.discard(prefix + action.token)
+                    out.append(ClearTimer(prefix + action.token))
             elif isinstance(action, Deliver):
                 message = action.message
                 if isinstance(message, Response) and message.status >= 200 and self._txn is txn:
@@ -483,14 +469,14 @@ class Registration:
 
     def _arm(self, token: str, delay: float) -> list[RegistrationOutput]:
         self._timers.add(token)
-        return [ArmTimer(token, delay)]
+        return [SetTimer(token, delay)]
 
     def _disarm(self, *tokens: str) -> list[RegistrationOutput]:
         out: list[RegistrationOutput] = []
         for token in tokens:
             if token in self._timers:
                 self._timers.discard(token)
-                out.append(DisarmTimer(token))
+                out.append(ClearTimer(token))
         return out
 
 
@@ -522,8 +508,6 @@ def _same_contact(uri: object, contact: str) -> bool:
 __all__ = [
     "REFRESH_TIMER",
     "RETRY_TIMER",
-    "ArmTimer",
-    "DisarmTimer",
     "Registered",
     "Registration",
     "RegistrationConfig",

@@ -5,12 +5,13 @@ an :class:`~enum.Enum`, its legal transitions are a table (``state -> {input: ne
 and outputs are lists of small immutable *actions* that the driver carries out:
 
 * :class:`Send` - put this message on the wire to the transaction's peer;
-* :class:`StartTimer` / :class:`CancelTimer` - (re)arm or disarm a named timer on the driver's clock; when an armed
-  timer expires the driver calls ``timer_fired(name)``;
+* :class:`~ivr.sip.events.SetTimer` / :class:`~ivr.sip.events.ClearTimer` (the timer pair of all of ``ivr.sip``,
+  here with the timer's name as token) - (re)arm or disarm a named timer on the driver's clock; when an armed timer
+  expires the driver calls ``timer_fired(name)``;
 * :class:`Deliver` - hand a message up to the transaction user (TU);
 * :class:`TimedOut` / :class:`TransportFailure` - tell the TU the transaction failed;
 * :class:`Terminated` - the transaction is over: the driver forgets it (every timer still armed has just been
-  cancelled by a :class:`CancelTimer` in the same list).
+  cancelled by a :class:`~ivr.sip.events.ClearTimer` in the same list).
 
 The transaction never reads a clock and never touches a socket. A timer whose RFC value is zero (timers D, I, J, K over
 reliable transports) is not armed at all: the transition it would cause happens at once, in the same action list.
@@ -36,6 +37,7 @@ from enum import Enum
 from typing import ClassVar, Generic, Literal, TypeVar
 
 from ivr.sip.errors import SipError
+from ivr.sip.events import ClearTimer, SetTimer
 from ivr.sip.headers import Headers, Via
 from ivr.sip.message import Message, Request, Response, make_response
 
@@ -142,21 +144,6 @@ class Send:
 
 
 @dataclass(frozen=True)
-class StartTimer:
-    """Arm timer ``name`` to fire after ``delay`` seconds, replacing any earlier timer of that name."""
-
-    name: str
-    delay: float
-
-
-@dataclass(frozen=True)
-class CancelTimer:
-    """Disarm timer ``name``."""
-
-    name: str
-
-
-@dataclass(frozen=True)
 class Deliver:
     """Pass ``message`` up to the TU: a response (client transactions) or an ACK (server INVITE, RFC 6026)."""
 
@@ -184,7 +171,8 @@ class Terminated:
     """The transaction is over; the driver forgets it."""
 
 
-Action = Send | StartTimer | CancelTimer | Deliver | TimedOut | TransportFailure | Terminated
+# SetTimer / ClearTimer (ivr.sip.events) carry the timer's name as their token.
+Action = Send | SetTimer[str] | ClearTimer[str] | Deliver | TimedOut | TransportFailure | Terminated
 
 
 # ---- states and inputs --------------------------------------------------------------------------------------------
@@ -570,17 +558,17 @@ class _Transaction(Generic[S]):
         self._armed[name] = delay
         if delay <= 0:
             return self.timer_fired(name)
-        return [StartTimer(name, delay)]
+        return [SetTimer(name, delay)]
 
     def _disarm(self, *names: str) -> list[Action]:
         actions: list[Action] = []
         for name in names:
             if self._armed.pop(name, None) is not None:
-                actions.append(CancelTimer(name))
+                actions.append(ClearTimer(name))
         return actions
 
     def _terminate(self) -> list[Action]:
-        actions: list[Action] = [CancelTimer(name) for name in self._armed]
+        actions: list[Action] = [ClearTimer(name) for name in self._armed]
         self._armed.clear()
         self.state = self._terminated_state
         actions.append(Terminated())

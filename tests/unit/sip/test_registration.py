@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ivr.sip.auth import DigestVerifier, parse_credentials, static_credentials
+from ivr.sip.events import ClearTimer, SetTimer
 from ivr.sip.message import Request, Response, make_response, parse_message
 from ivr.sip.registration import (
-    ArmTimer,
-    DisarmTimer,
     Registered,
     Registration,
     RegistrationConfig,
@@ -60,9 +59,9 @@ class Driver:
             if isinstance(out, SendRequest):
                 assert out.data == out.request.to_bytes()
                 self.sent.append(out)
-            elif isinstance(out, ArmTimer):
+            elif isinstance(out, SetTimer):
                 self.timers[out.token] = out.delay
-            elif isinstance(out, DisarmTimer):
+            elif isinstance(out, ClearTimer):
                 assert out.token in self.timers, f"disarmed {out.token} that was not armed"
                 del self.timers[out.token]
             else:

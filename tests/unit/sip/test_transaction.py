@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ivr.sip.events import ClearTimer, SetTimer
 from ivr.sip.message import Message, Request, Response, make_response, parse_message
 from ivr.sip.transaction import (
     Action,
-    CancelTimer,
     ClientInviteState,
     ClientInviteTransaction,
     ClientNonInviteState,
@@ -25,7 +25,6 @@ from ivr.sip.transaction import (
     ServerInviteTransaction,
     ServerNonInviteState,
     ServerNonInviteTransaction,
-    StartTimer,
     Terminated,
     TimedOut,
     TimerValues,
@@ -206,7 +205,7 @@ class Driver:
     txn: ServerInviteTransaction | ServerNonInviteTransaction | ClientInviteTransaction | ClientNonInviteTransaction
     now: float = 0.0
     deadlines: dict[str, float] = field(default_factory=dict)
-    starts: list[tuple[float, StartTimer]] = field(default_factory=list)
+    starts: list[tuple[float, SetTimer[str]]] = field(default_factory=list)
     sent: list[tuple[float, Message]] = field(default_factory=list)
     events: list[tuple[float, Action]] = field(default_factory=list)
     terminated: bool = False
@@ -216,13 +215,13 @@ class Driver:
         if actions:
             assert not self.terminated, f"actions after Terminated: {actions}"
         for i, action in enumerate(actions):
-            if isinstance(action, StartTimer):
+            if isinstance(action, SetTimer):
                 assert action.delay > 0
-                self.deadlines[action.name] = self.now + action.delay
+                self.deadlines[action.token] = self.now + action.delay
                 self.starts.append((self.now, action))
-            elif isinstance(action, CancelTimer):
-                assert action.name in self.deadlines, f"cancel of a timer never armed: {action.name}"
-                del self.deadlines[action.name]
+            elif isinstance(action, ClearTimer):
+                assert action.token in self.deadlines, f"cancel of a timer never armed: {action.token}"
+                del self.deadlines[action.token]
             elif isinstance(action, Send):
                 self.sent.append((self.now, action.message))
             else:
@@ -274,11 +273,11 @@ def test_lost_ack_retransmits_2xx_at_t1_doubling_to_t2_until_64_t1() -> None:
     drv.apply(txn.start())
     ok = make_response(txn.request, 200, to_tag="a6c85cf")
     actions = drv.apply(txn.send_response(ok))
-    assert actions == [Send(ok), StartTimer("2xx", 0.5), StartTimer("L", 32.0)]
+    assert actions == [Send(ok), SetTimer("2xx", 0.5), SetTimer("L", 32.0)]
     assert txn.state is ServerInviteState.ACCEPTED
     drv.run()
     assert drv.send_times(ok) == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert [s.delay for _, s in drv.starts if s.name == "2xx"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
+    assert [s.delay for _, s in drv.starts if s.token == "2xx"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
     assert drv.events == [(32.0, TimedOut("L", "no ACK for 2xx")), (32.0, Terminated())]
     assert txn.terminated  # state is ServerInviteState.TERMINATED
 
@@ -299,7 +298,7 @@ def test_ack_for_2xx_stops_retransmission_and_l_ends_quietly() -> None:
     ok = make_response(txn.request, 200, to_tag="a6c85cf")
     drv.apply(txn.send_response(ok))
     drv.run(until=1.6)  # sent at 0, 0.5, 1.5
-    assert drv.apply(txn.receive_ack_for_2xx()) == [CancelTimer("2xx")]
+    assert drv.apply(txn.receive_ack_for_2xx()) == [ClearTimer("2xx")]
     assert drv.apply(txn.receive_ack_for_2xx()) == []  # a retransmitted ACK
     assert txn.state is ServerInviteState.ACCEPTED
     # A retransmitted INVITE after the ACK is absorbed without a resend.
@@ -331,11 +330,11 @@ def test_lost_ack_for_non_2xx_final_retransmits_with_g_and_ends_at_timer_h() -> 
     txn, drv = server_invite()
     drv.apply(txn.start())
     busy = make_response(txn.request, 486, to_tag="a6c85cf")
-    assert drv.apply(txn.send_response(busy)) == [Send(busy), StartTimer("G", 0.5), StartTimer("H", 32.0)]
+    assert drv.apply(txn.send_response(busy)) == [Send(busy), SetTimer("G", 0.5), SetTimer("H", 32.0)]
     assert txn.state is ServerInviteState.COMPLETED
     drv.run()
     assert drv.send_times(busy) == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert [s.delay for _, s in drv.starts if s.name == "G"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
+    assert [s.delay for _, s in drv.starts if s.token == "G"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
     assert drv.events == [(32.0, TimedOut("H", "no ACK for non-2xx final response")), (32.0, Terminated())]
 
 
@@ -347,7 +346,7 @@ def test_ack_for_non_2xx_confirms_and_timer_i_terminates() -> None:
     ack = req(BOB_ACK_NON_2XX)
     assert server_key(ack) == txn.key
     actions = drv.apply(txn.receive_request(ack))
-    assert actions == [CancelTimer("G"), CancelTimer("H"), StartTimer("I", 5.0)]
+    assert actions == [ClearTimer("G"), ClearTimer("H"), SetTimer("I", 5.0)]
     assert txn.state is ServerInviteState.CONFIRMED
     # Retransmitted ACKs and INVITEs are absorbed in Confirmed.
     assert drv.apply(txn.receive_request(ack)) == []
@@ -361,8 +360,8 @@ def test_reliable_transport_has_no_timer_g_and_timer_i_is_zero() -> None:
     txn, drv = server_invite(reliable=True)
     drv.apply(txn.start())
     busy = make_response(txn.request, 486, to_tag="a6c85cf")
-    assert drv.apply(txn.send_response(busy)) == [Send(busy), StartTimer("H", 32.0)]
-    assert drv.apply(txn.receive_request(req(BOB_ACK_NON_2XX))) == [CancelTimer("H"), Terminated()]
+    assert drv.apply(txn.send_response(busy)) == [Send(busy), SetTimer("H", 32.0)]
+    assert drv.apply(txn.receive_request(req(BOB_ACK_NON_2XX))) == [ClearTimer("H"), Terminated()]
     assert txn.state is ServerInviteState.TERMINATED
 
 
@@ -437,8 +436,8 @@ def test_transport_error_reports_and_terminates() -> None:
     actions = drv.apply(txn.transport_error("ICMP port unreachable"))
     assert actions == [
         TransportFailure("ICMP port unreachable"),
-        CancelTimer("G"),
-        CancelTimer("H"),
+        ClearTimer("G"),
+        ClearTimer("H"),
         Terminated(),
     ]
 
@@ -451,7 +450,7 @@ def test_ack_reusing_the_invite_branch_in_accepted_is_passed_up() -> None:
     drv.apply(txn.send_response(ok))
     ack_text = with_header(RFC2543_INVITE, "INVITE sip:", "ACK sip:").replace("101 INVITE", "101 ACK")
     ack = req(with_header(ack_text, "To: <sip:ivr@192.0.2.10>", "To: <sip:ivr@192.0.2.10>;tag=t1"))
-    assert drv.apply(txn.receive_request(ack)) == [CancelTimer("2xx"), Deliver(ack)]
+    assert drv.apply(txn.receive_request(ack)) == [ClearTimer("2xx"), Deliver(ack)]
 
 
 # ---- server non-INVITE --------------------------------------------------------------------------------------------
@@ -468,7 +467,7 @@ def test_server_non_invite_absorbs_retransmissions_and_resends_last_response() -
     assert txn.state is ServerNonInviteState.PROCEEDING
     assert drv.apply(txn.receive_request(req(SIPSAK_OPTIONS))) == [Send(trying)]
     ok = make_response(options, 200, to_tag="ivr1")
-    assert drv.apply(txn.send_response(ok)) == [Send(ok), StartTimer("J", 32.0)]
+    assert drv.apply(txn.send_response(ok)) == [Send(ok), SetTimer("J", 32.0)]
     assert drv.apply(txn.receive_request(req(SIPSAK_OPTIONS))) == [Send(ok)]
     with pytest.raises(TransactionError, match=r"17\.2\.2: a final response was already sent"):
         txn.send_response(make_response(options, 500))
@@ -503,17 +502,17 @@ def client_invite(*, reliable: bool = False, text: str = ALICE_INVITE) -> tuple[
 def test_client_invite_timer_a_retransmits_until_timer_b() -> None:
     txn, drv = client_invite()
     actions = drv.apply(txn.start())
-    assert actions == [Send(txn.request), StartTimer("A", 0.5), StartTimer("B", 32.0)]
+    assert actions == [Send(txn.request), SetTimer("A", 0.5), SetTimer("B", 32.0)]
     drv.run()
     assert drv.send_times(txn.request) == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
-    assert [s.delay for _, s in drv.starts if s.name == "A"] == [0.5, 1, 2, 4, 8, 16, 32]
+    assert [s.delay for _, s in drv.starts if s.token == "A"] == [0.5, 1, 2, 4, 8, 16, 32]
     assert drv.events == [(32.0, TimedOut("B", "no response to INVITE")), (32.0, Terminated())]
     assert txn.state is ClientInviteState.TERMINATED
 
 
 def test_client_invite_over_reliable_transport_has_no_timer_a() -> None:
     txn, drv = client_invite(reliable=True)
-    assert drv.apply(txn.start()) == [Send(txn.request), StartTimer("B", 32.0)]
+    assert drv.apply(txn.start()) == [Send(txn.request), SetTimer("B", 32.0)]
 
 
 def test_provisional_response_stops_timer_a_and_is_delivered() -> None:
@@ -522,7 +521,7 @@ def test_provisional_response_stops_timer_a_and_is_delivered() -> None:
     drv.run(until=0.6)
     trying = alice_response("100 Trying", to="To: Bob <sip:bob@biloxi.com>")
     actions = drv.apply(txn.receive_response(trying))
-    assert actions == [CancelTimer("A"), CancelTimer("B"), Deliver(trying)]
+    assert actions == [ClearTimer("A"), ClearTimer("B"), Deliver(trying)]
     assert txn.state is ClientInviteState.PROCEEDING
     ringing = alice_response("180 Ringing")
     assert drv.apply(txn.receive_response(ringing)) == [Deliver(ringing)]
@@ -535,8 +534,8 @@ def test_non_2xx_final_is_acked_with_the_same_branch_and_the_response_to_tag() -
     drv.apply(txn.start())
     busy = alice_response("486 Busy Here")
     actions = drv.apply(txn.receive_response(busy))
-    assert actions[:3] == [CancelTimer("A"), CancelTimer("B"), Deliver(busy)]
-    assert actions[4] == StartTimer("D", 32.0)
+    assert actions[:3] == [ClearTimer("A"), ClearTimer("B"), Deliver(busy)]
+    assert actions[4] == SetTimer("D", 32.0)
     send = actions[3]
     assert isinstance(send, Send)
     ack = send.message
@@ -560,7 +559,7 @@ def test_non_2xx_final_over_reliable_transport_terminates_after_the_ack() -> Non
     txn, drv = client_invite(reliable=True)
     drv.apply(txn.start())
     actions = drv.apply(txn.receive_response(alice_response("603 Decline")))
-    assert [type(a) for a in actions] == [CancelTimer, Deliver, Send, Terminated]
+    assert [type(a) for a in actions] == [ClearTimer, Deliver, Send, Terminated]
 
 
 def test_2xx_is_delivered_and_retransmitted_2xx_delivered_again_until_timer_m() -> None:
@@ -568,7 +567,7 @@ def test_2xx_is_delivered_and_retransmitted_2xx_delivered_again_until_timer_m() 
     drv.apply(txn.start())
     drv.apply(txn.receive_response(alice_response("180 Ringing")))
     ok = alice_response("200 OK", extra="Contact: <sip:bob@192.0.2.4>\n")
-    assert drv.apply(txn.receive_response(ok)) == [Deliver(ok), StartTimer("M", 32.0)]
+    assert drv.apply(txn.receive_response(ok)) == [Deliver(ok), SetTimer("M", 32.0)]
     assert txn.state is ClientInviteState.ACCEPTED
     again = alice_response("200 OK", extra="Contact: <sip:bob@192.0.2.4>\n")
     assert drv.apply(txn.receive_response(again)) == [Deliver(again)]
@@ -583,7 +582,7 @@ def test_2xx_in_calling_stops_a_and_b() -> None:
     txn, drv = client_invite()
     drv.apply(txn.start())
     ok = alice_response("200 OK")
-    assert drv.apply(txn.receive_response(ok)) == [CancelTimer("A"), CancelTimer("B"), Deliver(ok), StartTimer("M", 32)]
+    assert drv.apply(txn.receive_response(ok)) == [ClearTimer("A"), ClearTimer("B"), Deliver(ok), SetTimer("M", 32)]
 
 
 def test_cancel_must_wait_for_a_provisional_and_then_bounds_the_wait_for_a_final() -> None:
@@ -592,7 +591,7 @@ def test_cancel_must_wait_for_a_provisional_and_then_bounds_the_wait_for_a_final
     with pytest.raises(TransactionError, match=r"RFC 3261 9\.1"):
         txn.cancel_sent()
     drv.apply(txn.receive_response(alice_response("180 Ringing")))
-    assert drv.apply(txn.cancel_sent()) == [StartTimer("cancel", 32.0)]
+    assert drv.apply(txn.cancel_sent()) == [SetTimer("cancel", 32.0)]
     drv.run()
     assert drv.events[-2:] == [
         (32.0, TimedOut("cancel", "no final response to INVITE 64*T1 after CANCEL")),
@@ -606,7 +605,7 @@ def test_487_after_cancel_is_acked_and_stops_the_cancel_wait() -> None:
     drv.apply(txn.receive_response(alice_response("180 Ringing")))
     drv.apply(txn.cancel_sent())
     actions = drv.apply(txn.receive_response(alice_response("487 Request Terminated")))
-    assert actions[0] == CancelTimer("cancel")
+    assert actions[0] == ClearTimer("cancel")
     assert txn.state is ClientInviteState.COMPLETED
 
 
@@ -641,10 +640,10 @@ def test_client_non_invite_timer_e_doubles_to_t2_until_timer_f() -> None:
     bye = req(BOB_BYE)
     txn = ClientNonInviteTransaction(bye)
     drv = Driver(txn)
-    assert drv.apply(txn.start()) == [Send(bye), StartTimer("E", 0.5), StartTimer("F", 32.0)]
+    assert drv.apply(txn.start()) == [Send(bye), SetTimer("E", 0.5), SetTimer("F", 32.0)]
     drv.run()
     assert drv.send_times(bye) == [0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert [s.delay for _, s in drv.starts if s.name == "E"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
+    assert [s.delay for _, s in drv.starts if s.token == "E"] == [0.5, 1, 2, 4, 4, 4, 4, 4, 4, 4, 4]
     assert drv.events == [(32.0, TimedOut("F", "no final response to BYE")), (32.0, Terminated())]
     assert txn.state is ClientNonInviteState.TERMINATED
 
@@ -660,7 +659,7 @@ def test_client_non_invite_in_proceeding_retransmits_at_t2() -> None:
     assert txn.state is ClientNonInviteState.PROCEEDING
     drv.run(until=10)
     assert drv.send_times(bye) == [0, 0.5, 1.5, 5.5, 9.5]
-    assert [s.delay for _, s in drv.starts if s.name == "E"] == [0.5, 1, 4, 4, 4]
+    assert [s.delay for _, s in drv.starts if s.token == "E"] == [0.5, 1, 4, 4, 4]
 
 
 def test_client_non_invite_final_waits_timer_k_and_absorbs_retransmissions() -> None:
@@ -669,7 +668,7 @@ def test_client_non_invite_final_waits_timer_k_and_absorbs_retransmissions() -> 
     drv = Driver(txn)
     drv.apply(txn.start())
     ok = bye_response("200 OK")
-    assert drv.apply(txn.receive_response(ok)) == [CancelTimer("E"), CancelTimer("F"), Deliver(ok), StartTimer("K", 5)]
+    assert drv.apply(txn.receive_response(ok)) == [ClearTimer("E"), ClearTimer("F"), Deliver(ok), SetTimer("K", 5)]
     assert drv.apply(txn.receive_response(bye_response("200 OK"))) == []
     assert drv.fire_next() == "K"
     assert drv.events[-1] == (5.0, Terminated())
@@ -678,9 +677,9 @@ def test_client_non_invite_final_waits_timer_k_and_absorbs_retransmissions() -> 
 def test_client_non_invite_timer_k_is_zero_over_reliable_transports() -> None:
     bye = req(BOB_BYE)
     txn = ClientNonInviteTransaction(bye, reliable=True)
-    assert txn.start() == [Send(bye), StartTimer("F", 32.0)]
+    assert txn.start() == [Send(bye), SetTimer("F", 32.0)]
     ok = bye_response("481 Call/Transaction Does Not Exist")
-    assert txn.receive_response(ok) == [CancelTimer("F"), Deliver(ok), Terminated()]
+    assert txn.receive_response(ok) == [ClearTimer("F"), Deliver(ok), Terminated()]
 
 
 def test_custom_timer_values_scale_the_schedule() -> None:
@@ -689,7 +688,7 @@ def test_custom_timer_values_scale_the_schedule() -> None:
     drv = Driver(txn)
     drv.apply(txn.start())
     drv.run()
-    assert [round(s.delay, 9) for _, s in drv.starts if s.name == "E"][:5] == [0.1, 0.2, 0.4, 0.4, 0.4]
+    assert [round(s.delay, 9) for _, s in drv.starts if s.token == "E"][:5] == [0.1, 0.2, 0.4, 0.4, 0.4]
     assert drv.events[0][0] == pytest.approx(6.4)
 
 

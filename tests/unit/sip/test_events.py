@@ -1,0 +1,63 @@
+"""ivr.sip.events: the one timer pair every machine of ivr.sip emits, and the old import paths that still work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ivr.sip import endpoint, events, leg
+from ivr.sip.endpoint import EndpointConfig, SipEndpoint
+from ivr.sip.events import ClearTimer, Peer, SetTimer
+from ivr.sip.message import Request, parse_message
+from ivr.sip.registration import Registration, RegistrationConfig
+from ivr.sip.transaction import ClientNonInviteTransaction
+
+BYE = (
+    b"BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-bye\r\n"
+    b"From: <sip:ivr@127.0.0.1>;tag=a\r\nTo: <sip:alice@127.0.0.1>;tag=b\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def test_the_transactions_the_endpoint_and_the_register_client_share_one_timer_pair() -> None:
+    bye = parse_message(BYE)
+    assert isinstance(bye, Request)
+    txn_timers = [a for a in ClientNonInviteTransaction(bye).start() if isinstance(a, SetTimer)]
+    assert txn_timers == [SetTimer("E", 0.5), SetTimer("F", 32.0)]
+
+    ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060))
+    ep.call(request_uri="sip:q@127.0.0.1:5080", from_uri="sip:ivr@127.0.0.1", to_uri="sip:q@127.0.0.1:5080",
+            peer=Peer("127.0.0.1", 5080), sdp=b"")  # fmt: skip
+    ep_timers = [out for out in ep.outputs() if isinstance(out, SetTimer)]
+    assert [(type(t.token), t.token[1], t.delay) for t in ep_timers] == [(tuple, "A", 0.5), (tuple, "B", 32.0)]
+
+    reg = Registration(
+        RegistrationConfig(
+            registrar="sip:pbx.example.com", aor="sip:ivr@pbx.example.com", contact="sip:ivr@192.0.2.10",
+            local_host="192.0.2.10", local_port=5060,
+        )
+    )  # fmt: skip
+    reg_out = reg.start()
+    assert [o.token for o in reg_out if isinstance(o, SetTimer)] == ["txn1:E", "txn1:F"]
+    assert [o for o in reg.stop() if isinstance(o, ClearTimer)] == [ClearTimer("txn1:E"), ClearTimer("txn1:F")]
+
+
+def test_timer_actions_are_immutable_values() -> None:
+    assert SetTimer("B", 32) == SetTimer("B", 32.0)
+    assert hash(ClearTimer(("x", 1))) == hash(ClearTimer(("x", 1)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SetTimer("B", 32.0).delay = 1.0  # type: ignore[misc]
+    assert SetTimer[str]("B", 1.0) == SetTimer("B", 1.0)  # a subscripted class can still be called
+
+
+@pytest.mark.parametrize("name", sorted(set(events.__all__) - {"EndpointTimer"}))
+def test_the_endpoint_still_exports_every_event_and_output_type(name: str) -> None:
+    assert name in endpoint.__all__
+    assert getattr(endpoint, name) is getattr(events, name)
+
+
+@pytest.mark.parametrize("name", ["Leg", "LegState", "Transfer"])
+def test_the_endpoint_still_exports_the_leg_types(name: str) -> None:
+    assert name in endpoint.__all__
+    assert getattr(endpoint, name) is getattr(leg, name)
