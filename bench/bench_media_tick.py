@@ -208,10 +208,9 @@ async def run_receive(n_streams: int, seconds: float, conn: multiprocessing.conn
     source_address = conn.recv()
     pool = RtpPortPool("127.0.0.1", 20000, 29999)
     acquired = [pool.acquire() for _ in range(n_streams)]
-    streams = [
-        MediaStream(loop, sock, codec="PCMU", payload_type=0, remote=source_address, telephone_event_pt=101)
-        for _, sock in acquired
-    ]
+    clock = MediaClock(loop)  # idle streams: nothing is sent, the clock never ticks
+    options: dict[str, Any] = {"codec": "PCMU", "payload_type": 0, "telephone_event_pt": 101, "clock": clock}
+    streams = [MediaStream(loop, sock, remote=source_address, **options) for _, sock in acquired]
     conn.send([port for port, _ in acquired])
     await asyncio.sleep(WARMUP)
     received0 = sum(s.stats.packets_received for s in streams)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from ivr.config import load_config
+from ivr.daemon.server import IvrServer
 from ivr.logs import configure_logging
-from ivr.server import IvrServer
 from ivr.simulator.caller import SimCaller
 from ivr.simulator.fingerprint import identify_prompts
 from ivr.simulator.runner import run_suite

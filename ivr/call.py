@@ -1,7 +1,8 @@
 """Call: everything a flow may do to a caller, and the events it hears. The one door between flows and telephony.
 
 A flow (or, until flows exist, the daemon's welcome application) holds a :class:`Call` and awaits its verbs. The call
-controller in ``ivr.server`` creates it once the caller's ACK arrives and feeds it what the SIP and media layers see.
+controller (``ivr.daemon.calls``) creates it once the call is up and feeds it, through :meth:`Call.hear`, what the
+caller does: keys by RFC 4733, in-band or SIP INFO, speech starting, and words.
 Verbs are added here when the issue that needs them lands; each one works on a real call.
 """
 
@@ -50,7 +51,19 @@ class Hangup:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller began to speak (the words follow when the recogniser has decided)."""
+
+
 CallEvent = Digit | Words | Hangup
+"""What :meth:`Call.next_event` gives a flow."""
+
+Heard = Digit | Words | SpeechStarted
+"""What :meth:`Call.hear` takes: everything the caller does, from any source."""
+
+KeyHook = Callable[[str, str], bool]
+"""Sees each key (key, source) before the call does; True when it took the key (a recording's stop key)."""
 
 
 class CallMedia(Protocol):
@@ -106,6 +119,8 @@ class Call:
         self.prompts_played: list[str] = []
         self.digits_by_source: dict[str, int] = {}
         self.words_heard = 0
+        self.key_hook: KeyHook | None = None
+        """Set while something else takes keys first (a recording listening for its stop key)."""
 
     # ---- verbs ------------------------------------------------------------------------------------------------------
 
@@ -180,25 +195,26 @@ class Call:
 
     # ---- fed by the call controller -------------------------------------------------------------------------------
 
-    def _digit(self, key: str, source: str = "rfc4733") -> None:
+    def hear(self, event: Heard) -> None:
+        """The one entry for what the caller does: a key (any source), speech starting, or words. A key goes to
+        :attr:`key_hook` first; a key or words are queued for :meth:`next_event` and end a barge-in prompt, and so
+        does speech starting."""
         if self._ended.is_set():
             return
-        self._events.put_nowait(Digit(key, source))
-        self.digits_by_source[source] = self.digits_by_source.get(source, 0) + 1
+        if isinstance(event, Digit):
+            hook = self.key_hook
+            if hook is not None and hook(event.key, event.source):
+                return
+            self._events.put_nowait(event)
+            self.digits_by_source[event.source] = self.digits_by_source.get(event.source, 0) + 1
+        elif isinstance(event, Words):
+            self._events.put_nowait(event)
+            self.words_heard += 1
         self._barge()
 
-    def _words(self, words: Words) -> None:
-        """A recognition result: queued like a key; it ends a barge-in prompt as a key does."""
-        if self._ended.is_set():
-            return
-        self._events.put_nowait(words)
-        self.words_heard += 1
-        self._barge()
-
-    def _speech_started(self) -> None:
-        """The caller began to speak: a barge-in prompt stops at once (the words follow when they are decided)."""
-        if not self._ended.is_set():
-            self._barge()
+    def key(self, key: str, source: str = "rfc4733") -> None:
+        """A key press (the media stream's and SIP INFO's callback): ``hear(Digit(key, source))``."""
+        self.hear(Digit(key, source))
 
     def _barge(self) -> None:
         future = self._playing

@@ -75,8 +75,8 @@ def serve(
         typer.echo(f"{path or '<built-in defaults>'}: OK")
         return
     configure_logging(cfg.log.format, cfg.log.level)
+    from ivr.daemon.server import IvrServer
     from ivr.media.prompts import PromptError
-    from ivr.server import IvrServer
 
     try:
         server = IvrServer(cfg)

@@ -1,11 +1,12 @@
 """The daemon's ``Handoff``: REFER, bridge, or REFER then bridge, to a configured queue endpoint.
 
 It runs inside the flow's task (``FlowEngine`` awaits :meth:`QueueHandoff.transfer`) and talks to the SIP endpoint
-through the server, which routes the endpoint's events for the legs and transfers it started back here
-(:meth:`on_transfer_progress`, :meth:`on_queue_leg_event`).
+through its :class:`HandoffHost` (the call controller), which routes the endpoint's events for the legs and
+transfers it started back here (:meth:`on_transfer_progress`, :meth:`on_queue_leg_event`). Queue legs get their
+media from the same :class:`~ivr.daemon.media_session.MediaSessions` as the callers' legs.
 
 - **REFER** (RFC 3515): Refer-To carries the attached data as URI headers, Referred-By names us (RFC 3892). A 2xx
-  sipfrag is success: the flow ends as ``queued`` and the server sends BYE on the caller's leg. A refused REFER
+  sipfrag is success: the flow ends as ``queued`` and the controller sends BYE on the caller's leg. A refused REFER
   (403/405/501/603 ...), a failed target (486, 404 ... in the sipfrag) or no final NOTIFY in ``refer_timeout`` is
   a failure, or, with ``refer-then-bridge``, the cue to bridge.
 - **Bridge** (B2BUA): an INVITE to the queue with the data as headers; the caller hears ringback (or the queue's
@@ -13,7 +14,7 @@ through the server, which routes the endpoint's events for the legs and transfer
   through :class:`~ivr.media.bridge.MediaBridge`. BYE from either side ends both; the caller hanging up while it
   rings CANCELs the INVITE; busy, unreachable or ``answer_timeout`` is a failure with the reason. Key presses cross
   the bridge both ways (the ACD's own menu, a payment line): RFC 4733 on a leg that negotiated telephone-event,
-  SIP INFO on one that did not; a key that came by SIP INFO is handed in by the server (:meth:`on_digit_info`).
+  SIP INFO on one that did not; a key that came by SIP INFO is handed in by the controller (:meth:`on_digit_info`).
 
 Every attempt leaves a ``handoff`` record (queue, method, result, status, reason, seconds to answer) in the call's
 trace and its CDR.
@@ -22,32 +23,46 @@ trace and its CDR.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import secrets
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ivr.call import Call
-from ivr.flows.runtime import HandoffResult, HttpError
+from ivr.daemon.calls import ActiveCall
+from ivr.daemon.media_session import MediaSession, MediaSessions
+from ivr.flows.runtime import HandoffResult, HttpClient, HttpError
 from ivr.handoff.config import QueueEndpoint, QueueTable
 from ivr.handoff.data import AttachedData, attach, refer_to
 from ivr.media.bridge import InfoSender, MediaBridge
 from ivr.media.digits import DigitEvent
 from ivr.media.ports import PortPoolExhausted
 from ivr.media.prompts import Prompt, PromptError, load_prompt
-from ivr.media.stream import MediaStream
-from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, DigitInfo, Leg, Peer, TransferProgress
+from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, DigitInfo, Leg, Peer, SipEndpoint, TransferProgress
 from ivr.sip.errors import SipError
-from ivr.sip.sdp import NegotiatedMedia, SdpError, SessionDescription, build_offer, parse_answer
+from ivr.sip.sdp import SdpError
 
-if TYPE_CHECKING:
-    from ivr.server import ActiveCall, IvrServer
+__all__ = ["BridgedCall", "HandoffHost", "QueueHandoff", "ringback_tone"]
 
-__all__ = ["BridgedCall", "QueueHandoff", "ringback_tone"]
+
+class HandoffHost(Protocol):
+    """What the handoff needs of the call controller: the SIP endpoint (and the flush after using it), the
+    caller's call for a :class:`~ivr.call.Call` or a leg, and where a handoff's outcome and a queue's hang-up go."""
+
+    @property
+    def endpoint(self) -> SipEndpoint: ...
+
+    def flush(self) -> None: ...
+
+    def active_for(self, call: Call) -> ActiveCall | None: ...
+
+    def active_on(self, leg: Leg) -> ActiveCall | None: ...
+
+    def handoff_done(self, active: ActiveCall, record: dict[str, Any]) -> None: ...
+
+    def end_bridged_call(self, active: ActiveCall, reason: str) -> None: ...
 
 
 def ringback_tone() -> Prompt:
@@ -64,9 +79,7 @@ class BridgedCall:
     active: ActiveCall
     queue: QueueEndpoint
     leg: Leg
-    port: int
-    sock: socket.socket
-    stream: MediaStream | None = None
+    media: MediaSession
     bridge: MediaBridge | None = None
     answered: bool = False
     outcome: asyncio.Future[tuple[bool, str, int | None]] | None = None
@@ -83,11 +96,22 @@ class _ReferWait:
 class QueueHandoff:
     """``Handoff`` for the daemon (see the module docstring)."""
 
-    def __init__(self, server: IvrServer, queues: QueueTable) -> None:
-        self.server = server
+    def __init__(
+        self,
+        queues: QueueTable,
+        *,
+        host: HandoffHost,
+        sessions: Callable[[], MediaSessions],
+        http: HttpClient,
+    ) -> None:
+        self.host = host
+        self._sessions = sessions
+        self.http = http
         self.queues = queues
         self._refers: dict[Leg, _ReferWait] = {}
         self._queue_legs: dict[Leg, BridgedCall] = {}
+        self._bridges: dict[ActiveCall, BridgedCall] = {}
+        """The queue leg each caller is bridged to (or that rings for them)."""
         self.ringback = ringback_tone()
         self._wait_prompts: dict[str, Prompt] = {}
         base = queues.source.parent if queues.source is not None else Path.cwd()
@@ -101,18 +125,25 @@ class QueueHandoff:
                 except PromptError as exc:
                     raise PromptError(f"queue {queue.name}: wait_prompt: {exc}") from None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._sessions().clock.loop
+
+    def bridged(self, active: ActiveCall) -> BridgedCall | None:
+        """The queue leg ``active`` is bridged to, or ringing for."""
+        return self._bridges.get(active)
+
     # ---- the flow engine's door ----
 
     async def transfer(self, call: Call, queue: str, data: dict[str, str]) -> HandoffResult:
         endpoint = self.queues.get(queue)
         if endpoint is None:  # the flow checks make this impossible for loaded flows; a last line of defence
             return HandoffResult(False, f"queue {queue!r} is not configured")
-        active = self.server.active_for(call)
+        active = self.host.active_for(call)
         if active is None or call.ended:
             return HandoffResult(False, "the caller hung up")
         attached = attach(endpoint, data)
-        loop = self.server.loop
-        started = loop.time()
+        started = self.loop.time()
         record: dict[str, Any] = {"queue": queue, "method": endpoint.method, "uri": endpoint.uri, "result": "pending",
                                   "started": started}  # fmt: skip
         if attached.uui_dropped:
@@ -153,8 +184,8 @@ class QueueHandoff:
         started: float,
     ) -> HandoffResult:
         if record.get("result") == "pending":
-            _settle(record, ok, reason, status, self.server.loop.time())
-            self.server.handoff_done(active, record)
+            _settle(record, ok, reason, status, self.loop.time())
+            self.host.handoff_done(active, record)
         return HandoffResult(ok, "" if ok else reason)
 
     # ---- HTTP POST of the context ----
@@ -178,7 +209,7 @@ class QueueHandoff:
         why = "not tried"
         for attempt in range(settings.retries + 1):
             try:
-                result = await self.server.http.request(
+                result = await self.http.request(
                     "POST", settings.url, json=body, headers=settings.headers, timeout=settings.timeout
                 )
             except (HttpError, TimeoutError, OSError) as exc:
@@ -196,13 +227,13 @@ class QueueHandoff:
     async def _refer(
         self, active: ActiveCall, queue: QueueEndpoint, attached: AttachedData
     ) -> tuple[bool, str, int | None]:
-        server = self.server
+        host = self.host
         leg = active.leg
-        wait = _ReferWait(server.loop.create_future())
+        wait = _ReferWait(self.loop.create_future())
         self._refers[leg] = wait
-        config = server.endpoint.config
+        config = host.endpoint.config
         try:
-            server.endpoint.refer(
+            host.endpoint.refer(
                 leg,
                 refer_to(queue.sip_uri, attached.headers if queue.refer_headers else ()),
                 referred_by=f"<sip:ivr@{config.host}:{config.port}>",
@@ -210,7 +241,7 @@ class QueueHandoff:
         except SipError as exc:
             self._refers.pop(leg, None)
             return False, f"REFER not sent: {exc.reason}", None
-        server.flush()
+        host.flush()
         ended: asyncio.Future[Any] = asyncio.ensure_future(active.call.wait_ended())
         try:
             done, _ = await asyncio.wait({wait.future, ended}, timeout=queue.refer_timeout,
@@ -235,7 +266,7 @@ class QueueHandoff:
         if wait is None:
             return
         if event.source == "refer" and not event.final:
-            wait.accepted_at = self.server.loop.time()
+            wait.accepted_at = self.loop.time()
         if event.final and not wait.future.done():
             wait.future.set_result(event)
 
@@ -244,34 +275,33 @@ class QueueHandoff:
     async def _bridge(
         self, active: ActiveCall, queue: QueueEndpoint, attached: AttachedData
     ) -> tuple[bool, str, int | None]:
-        server = self.server
+        endpoint = self.host.endpoint
         try:
-            port, sock = server.ports.acquire()
+            media = self._sessions().open()
         except PortPoolExhausted:
             return False, "no free RTP port for the queue leg", None
-        config = server.endpoint.config
-        media = server.config.media
-        offer = build_offer(local_address=media.address, local_port=port, codecs=server.codecs,
-                            session_id=secrets.randbelow(2**31), session_version=1)  # fmt: skip
+        # The queue's keys are heard as the caller's are (and relayed by the bridge): RFC 4733 when it negotiated
+        # telephone-event, else in-band, unless the daemon takes SIP INFO only. Its address never relatches.
+        media.allow_relatch = False
+        config = endpoint.config
         host, sip_port = queue.sip_uri.host_port(5061 if queue.sip_uri.scheme == "sips" else 5060)
         user = queue.from_user or active.call.caller or "ivr"
         try:
-            leg = server.endpoint.call(
+            leg = endpoint.call(
                 request_uri=queue.uri,
                 from_uri=f"sip:{user}@{config.host}:{config.port}",
                 to_uri=queue.uri,
                 peer=Peer(host, sip_port, queue.sip_uri.transport),
-                sdp=offer.serialize(),
+                sdp=media.offer(),
                 extra=attached.headers,
             )
         except (SipError, ValueError) as exc:
-            sock.close()
-            server.ports.release(port)
+            media.close()
             return False, f"cannot call the queue: {exc}", None
-        bridged = BridgedCall(active, queue, leg, port, sock, outcome=server.loop.create_future())
+        bridged = BridgedCall(active, queue, leg, media, outcome=self.loop.create_future())
         self._queue_legs[leg] = bridged
-        active.bridged = bridged
-        server.flush()
+        self._bridges[active] = bridged
+        self.host.flush()
         wait = self._wait_prompts.get(queue.name, self.ringback)
         if not active.stream.closed:
             active.stream.play(wait.frames(active.call.codec), loop=True)
@@ -294,12 +324,12 @@ class QueueHandoff:
     def _give_up(self, bridged: BridgedCall) -> None:
         """The queue did not answer (or the caller left): CANCEL the INVITE, stop any early media, free the port."""
         active = bridged.active
-        if active.bridged is bridged:
-            active.bridged = None
+        if self._bridges.get(active) is bridged:
+            del self._bridges[active]
         if not active.stream.closed:
             active.stream.stop_playback()
-        self.server.endpoint.hangup(bridged.leg)  # an unanswered outgoing leg: CANCEL (once a 1xx came)
-        self.server.flush()
+        self.host.endpoint.hangup(bridged.leg)  # an unanswered outgoing leg: CANCEL (once a 1xx came)
+        self.host.flush()
         self._release(bridged)
 
     def _release(self, bridged: BridgedCall) -> None:
@@ -308,11 +338,7 @@ class QueueHandoff:
         bridged.closed = True
         if bridged.bridge is not None:
             bridged.bridge.stop()
-        if bridged.stream is not None:
-            bridged.stream.close()
-        else:
-            bridged.sock.close()
-        self.server.ports.release(bridged.port)
+        bridged.media.close()
 
     def owns(self, leg: Leg) -> bool:
         """True for a leg this handoff placed to a queue endpoint."""
@@ -331,8 +357,8 @@ class QueueHandoff:
             if bridged.closed:
                 return True  # answered after we gave up: the endpoint already sends BYE
             if not self._media(bridged, event.response.body, early=False):
-                self.server.endpoint.hangup(bridged.leg)
-                self.server.flush()
+                self.host.endpoint.hangup(bridged.leg)
+                self.host.flush()
                 if outcome is not None and not outcome.done():
                     outcome.set_result((False, "the queue answered with unusable SDP", 488))
                 return True
@@ -354,40 +380,19 @@ class QueueHandoff:
                 # The agent's side hung up: the caller's leg ends too (BYE), which tears the bridge down.
                 active = bridged.active
                 self._release(bridged)
-                self.server.end_bridged_call(active, "queue_bye")
+                self.host.end_bridged_call(active, "queue_bye")
         return True
 
     def _media(self, bridged: BridgedCall, body: bytes, *, early: bool) -> bool:
         """Start relaying (or, for a 2xx after early media, update where to) from the queue's SDP answer."""
-        server = self.server
         try:
-            if not body:
-                raise SdpError(488, "no SDP in the answer")
-            media: NegotiatedMedia = parse_answer(SessionDescription.parse(body), server.codecs)
+            queue_stream = bridged.media.accept_answer(body)
         except SdpError:
             return early  # an unusable 183 is only no early media; an unusable 2xx fails the bridge
-        remote = (media.remote_address, media.remote_port)
-        if bridged.stream is None:
-            bridged.stream = MediaStream(
-                server.loop,
-                bridged.sock,
-                clock=server.clock,
-                codec=media.codec.name,
-                payload_type=media.codec.payload_type,
-                remote=remote,
-                telephone_event_pt=media.telephone_event_pt,
-                # The queue's keys are heard as the caller's are (and relayed by the bridge): RFC 4733 when it
-                # negotiated telephone-event, else in-band, unless the daemon is set to take SIP INFO only.
-                dtmf_mode="none" if server.config.media.dtmf_mode == "info" else server.config.media.dtmf_mode,
-            )
-        else:
-            with contextlib.suppress(ValueError):
-                bridged.stream.set_remote(remote)
-        bridged.stream.set_hold(media.on_hold)
         active = bridged.active
-        if bridged.bridge is None and active.sock is not None and not active.stream.closed:
+        if bridged.bridge is None and not active.stream.closed:
             bridged.bridge = MediaBridge(
-                server.clock, active.stream, active.sock, bridged.stream, bridged.sock,
+                self._sessions().clock, active.stream, active.media.sock, queue_stream, bridged.media.sock,
                 send_info_a=self._info_sender(active.leg), send_info_b=self._info_sender(bridged.leg),
             )  # fmt: skip
             bridged.bridge.start()
@@ -395,7 +400,7 @@ class QueueHandoff:
 
     def _info_sender(self, leg: Leg) -> InfoSender:
         """The bridge calls this from the media clock's tick: the SIP work is done on the loop's next pass."""
-        call_soon = self.server.loop.call_soon
+        call_soon = self.loop.call_soon
 
         def send(key: str, duration_ms: int) -> None:
             call_soon(self._send_info, leg, key, duration_ms)
@@ -407,23 +412,23 @@ class QueueHandoff:
         if leg.end_reason is not None:
             return
         try:
-            self.server.endpoint.send_info_digit(leg, key, duration_ms)
+            self.host.endpoint.send_info_digit(leg, key, duration_ms)
         except SipError:
             return  # the dialog is going away (BYE crossing): the key has nowhere to go
-        self.server.flush()
+        self.host.flush()
 
     def on_digit_info(self, event: DigitInfo) -> bool:
         """A key that came by SIP INFO: relayed across the bridge when ``event.leg`` is one side of a running
         bridge. True when the leg is a queue leg (the event is ours and nobody else's); False for any other leg,
-        the caller's included (the server still counts a bridged caller's key for the call record)."""
+        the caller's included (the controller still counts a bridged caller's key for the call record)."""
         digit = DigitEvent(event.key, "info", None, event.duration_ms, True)
         bridged = self._queue_legs.get(event.leg)
         if bridged is not None:
             if bridged.bridge is not None and bridged.bridge.running:
                 bridged.bridge.digit_from_b(digit)
             return True
-        active = self.server.calls.get(event.leg)
-        bridged = active.bridged if active is not None else None
+        active = self.host.active_on(event.leg)
+        bridged = self._bridges.get(active) if active is not None else None
         if bridged is not None and bridged.bridge is not None and bridged.bridge.running:
             bridged.bridge.digit_from_a(digit)
         return False
@@ -433,24 +438,24 @@ class QueueHandoff:
         and end the queue leg too (BYE, or CANCEL while it rings)."""
         record = active.handoff
         if record is not None and record.get("result") == "pending":
-            _settle(record, False, "the caller hung up", None, self.server.loop.time())
-            self.server.handoff_done(active, record)
-        bridged = active.bridged
+            _settle(record, False, "the caller hung up", None, self.loop.time())
+            self.host.handoff_done(active, record)
+        bridged = self._bridges.get(active)
         if bridged is None:
             return
         stats = self.bridge_stats(active)
         if stats is not None and record is not None:
             record["bridge"] = stats
-        active.bridged = None
+        del self._bridges[active]
         if not bridged.closed:
             self._release(bridged)  # first: the queue leg's CallEnded may come out of the flush below
-            self.server.endpoint.hangup(bridged.leg)
-            self.server.flush()
+            self.host.endpoint.hangup(bridged.leg)
+            self.host.flush()
         if bridged.outcome is not None and not bridged.outcome.done():
             bridged.outcome.set_result((False, "the caller hung up", None))
 
     def bridge_stats(self, active: ActiveCall) -> dict[str, int] | None:
-        bridged = active.bridged
+        bridged = self._bridges.get(active)
         if bridged is None or bridged.bridge is None:
             return None
         stats = bridged.bridge.stats

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from dataclasses import dataclass
-from typing import ClassVar, Final, Protocol
+from typing import Final, Protocol
 
 __all__ = ["ClockStats", "Clocked", "MediaClock"]
 
@@ -54,8 +53,6 @@ class ClockStats:
 class MediaClock:
     """One clock for all calls. See the module docstring for the contract."""
 
-    _shared: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock]] = weakref.WeakKeyDictionary()
-
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -82,16 +79,6 @@ class MediaClock:
         self._dirty = False
         self._running = False
         self._handle: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
-        """The process's shared clock for ``loop`` (20 ms, started), created on first use. ``MediaStream``
-        uses it unless it is given a clock."""
-        clock = cls._shared.get(loop)
-        if clock is None:
-            clock = cls._shared[loop] = cls(loop)
-            clock.start()
-        return clock
 
     # -- time -----------------------------------------------------------------------------------------------
 

@@ -116,7 +116,7 @@ class _DigitSend:
 
 
 class MediaStream:
-    """RTP for one call leg. ``clock`` defaults to the shared ``MediaClock.for_loop(loop)``.
+    """RTP for one call leg, sent on ``clock`` (the process's media clock: a stream is always given it).
 
     ``on_digit(key)`` and ``on_digit_event(event)`` are called (via ``loop.call_soon``) once per key press, at its
     start; ``on_digit_end(event)`` when it ends (see ``DigitEvent``). ``on_audio(sequence, timestamp, payload)``
@@ -183,7 +183,7 @@ class MediaStream:
         telephone_event_pt: int | None = None,
         ssrc: int | None = None,
         allow_relatch: bool = False,
-        clock: MediaClock | None = None,
+        clock: MediaClock,
         on_digit: Callable[[str], None] | None = None,
         on_audio: Callable[[int, int, bytes], None] | None = None,
         on_digit_event: Callable[[DigitEvent], None] | None = None,
@@ -202,7 +202,7 @@ class MediaStream:
         self._reception = ReceptionStats()
         self.dtmf = EventCounter()
         self._loop = loop
-        self._clock = clock if clock is not None else MediaClock.for_loop(loop)
+        self._clock = clock
         self._sock = sock
         self._sendto = sock.sendto
         self._remote = _normalize(remote, sock.family)

@@ -1,8 +1,8 @@
 """``SimCaller``: a caller (UAC) for tests and ops, built on the daemon's own SIP and media code.
 
-It pumps a :class:`~ivr.sip.endpoint.SipEndpoint` over an asyncio UDP socket the way ``ivr.server`` does (outputs
-drained after every input, timers on ``loop.call_later``), places one call at a time with our SDP offer, and once
-the call is answered runs a :class:`~ivr.media.stream.MediaStream` to the answer's address: it records every audio
+It runs a :class:`~ivr.sip.endpoint.SipEndpoint` on the daemon's own driver (:class:`~ivr.daemon.sip_driver.SipDriver`),
+places one call at a time with our SDP offer, and once the call is answered runs its media session
+(:mod:`ivr.daemon.media_session`, as every daemon leg does) to the answer's address: it records every audio
 payload it receives (``heard_frames``, for :mod:`ivr.simulator.fingerprint`) and sends key presses by RFC 4733 or
 SIP INFO::
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +25,14 @@ from typing import Literal
 
 import numpy as np
 
+from ivr.daemon.media_session import EphemeralPorts, MediaPolicy, MediaSession, MediaSessions, PortSource
+from ivr.daemon.sip_driver import SipDriver
+from ivr.media.clock import MediaClock
 from ivr.media.digits import normalize_key
 from ivr.media.dtmf_inband import dtmf_tone
 from ivr.media.ports import RtpPortPool
 from ivr.media.prompts import Prompt
 from ivr.media.stream import MediaStream
-from ivr.simulator.udp_ua import UdpUserAgent
 from ivr.sip.endpoint import (
     CallAnswered,
     CallEnded,
@@ -49,7 +50,7 @@ from ivr.sip.endpoint import (
 )
 from ivr.sip.errors import SipError
 from ivr.sip.refer import parse_refer_to
-from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError, SessionDescription, build_offer, parse_answer
+from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uri import SipURI
 
@@ -108,7 +109,9 @@ class SimCaller:
 
     The SIP socket binds port 0 (any free port). RTP comes from ``RtpPortPool(host, *rtp_ports)`` when
     ``rtp_ports`` is given, otherwise from a socket on any free port. ``timers`` are the SIP T1/T2/T4 values.
-    ``socket_factory`` makes the RTP sockets (a :class:`~ivr.simulator.virtual.VirtualNetwork`'s on virtual time)."""
+    ``socket_factory`` makes the RTP sockets (a :class:`~ivr.simulator.virtual.VirtualNetwork`'s on virtual time).
+    ``clock`` is the media clock its stream sends on: a lab gives the daemon's, so both sides tick together; without
+    one the caller starts a clock of its own."""
 
     def __init__(
         self,
@@ -119,6 +122,7 @@ class SimCaller:
         user_agent: str = "ivr-simulator",
         socket_factory: Callable[[int, int], socket.socket] = socket.socket,
         transfer_result: int = 200,
+        clock: MediaClock | None = None,
     ) -> None:
         try:
             ipaddress.ip_address(host)
@@ -131,19 +135,22 @@ class SimCaller:
         self.transfer_result = transfer_result
         """How a transfer asked by REFER turns out, reported in the final NOTIFY: 200 (the target answered; the
         daemon then hangs up), or a failure status such as 486 (the daemon takes the flow's failure path)."""
-        self._pool: RtpPortPool | None = (
-            RtpPortPool(host, *rtp_ports, socket_factory=socket_factory) if rtp_ports is not None else None
+        self._ports: PortSource = (
+            RtpPortPool(host, *rtp_ports, socket_factory=socket_factory)
+            if rtp_ports is not None
+            else EphemeralPorts(host, socket_factory)
         )
+        self._clock = clock
+        self._own_clock: MediaClock | None = None
+        self._sessions: MediaSessions | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ua = UdpUserAgent(self._on_event)
+        self._driver = SipDriver(None, self._on_event)
         self._endpoint: SipEndpoint | None = None
         self._leg: Leg | None = None
         self._answered: asyncio.Future[CallAnswered] | None = None
         self._ended: asyncio.Future[CallEnded] | None = None
+        self._media: MediaSession | None = None
         self._stream: MediaStream | None = None
-        self._rtp_port: int | None = None
-        self._rtp_sock: socket.socket | None = None
-        self._pooled = False
         self.media: NegotiatedMedia | None = None
         self.progress: list[int] = []
         """Provisional statuses received for the current call (180, 183...)."""
@@ -155,6 +162,10 @@ class SimCaller:
         """When (on the loop's clock) the last audio payload arrived."""
         self.transfers: list[Transfer] = []
         """Transfers the daemon asked for in the current call, in order."""
+        self.answers: int | None = None
+        """How this phone answers a call placed to it: None refuses every call (486, a caller takes no calls),
+        200 answers (one call at a time: busy 486 while one is up), any other status refuses with it."""
+        self._incoming: asyncio.Future[Leg] | None = None
 
     # ---- lifecycle ----
 
@@ -171,15 +182,19 @@ class SimCaller:
         """Bind the SIP socket."""
         if self._endpoint is not None:
             return
-        self._loop = asyncio.get_running_loop()
-        await self._ua.start(
-            self.host,
-            0,
-            lambda port: EndpointConfig(
+        self._loop = loop = asyncio.get_running_loop()
+        if self._clock is None:  # a caller on its own (not in a lab): a media clock of its own
+            self._clock = self._own_clock = MediaClock(loop)
+            self._own_clock.start()
+        policy = MediaPolicy(address=self.host, ptime=None, dtmf_mode="none", username="simcaller")
+        self._sessions = MediaSessions(self._clock, self._ports, policy)
+        port = await self._driver.bind_udp(self.host, 0)
+        self._endpoint = SipEndpoint(
+            EndpointConfig(
                 host=self.host, port=port, user_agent=self._user_agent, timers=self._timer_values, transferee=True
-            ),
+            )
         )
-        self._endpoint = self._ua.endpoint
+        self._driver.endpoint = self._endpoint
 
     async def close(self, timeout: float = 2.0) -> None:
         """Hang up a call in progress (waiting up to ``timeout`` for the BYE's answer) and release the sockets."""
@@ -187,8 +202,12 @@ class SimCaller:
             with contextlib.suppress(TimeoutError, SimCallerError):
                 await self.hangup(timeout)
         self._close_media()
-        self._ua.close()
+        await self._driver.close()
+        self._driver.endpoint = None
         self._endpoint = None
+        if self._own_clock is not None:
+            self._own_clock.stop()
+            self._clock = self._own_clock = None
 
     @property
     def sip_address(self) -> tuple[str, int]:
@@ -233,17 +252,10 @@ class SimCaller:
         offered = [_codec(name) for name in codecs]
         if not offered:
             raise ValueError("codecs must name at least one codec")
-        port, sock = self._acquire_rtp()
-        session_id = secrets.randbelow(2**31)
-        offer = build_offer(
-            local_address=self.host,
-            local_port=port,
-            codecs=offered,
-            session_id=session_id,
-            session_version=session_id,
-            username="simcaller",
-            telephone_event_pt=101 if telephone_event else None,
-        )
+        assert self._sessions is not None
+        session = self._media = self._sessions.open()
+        session.on_audio = self._on_audio
+        offer = session.offer(tuple(offered), telephone_event=telephone_event)
         self.heard_frames = []
         self.transfers = []
         self.progress = []
@@ -257,7 +269,7 @@ class SimCaller:
             from_uri=f"sip:{caller_number}@{sip_host}:{sip_port}",
             to_uri=target,
             peer=Peer(peer_host, peer_port, "udp"),
-            sdp=offer.serialize(),
+            sdp=offer,
         )
         self._flush()
         try:
@@ -272,26 +284,14 @@ class SimCaller:
             self._close_media()
             raise
         try:
-            media = parse_answer(SessionDescription.parse(answered.response.body), offered)
-            if not _is_ip(media.remote_address):
-                raise SdpError(488, f"c= address {media.remote_address!r} is not an IP address")
+            stream = session.accept_answer(answered.response.body)
         except SdpError as exc:
             endpoint.hangup(self._leg)
             self._flush()
             self._close_media()
             raise SimCallerError(f"call to {target} answered with an unusable SDP answer: {exc.reason}") from exc
-        self.media = media
-        self._stream = MediaStream(
-            loop,
-            sock,
-            codec=media.codec.name,
-            payload_type=media.codec.payload_type,
-            remote=(media.remote_address, media.remote_port),
-            telephone_event_pt=media.telephone_event_pt,
-            on_audio=self._on_audio,
-            dtmf_mode="none",
-        )
-        self._rtp_sock = None  # the stream owns it now
+        self.media = session.media
+        self._stream = stream
         return answered
 
     async def press(
@@ -369,7 +369,7 @@ class SimCaller:
     # ---- the endpoint's driver ----
 
     def _flush(self) -> None:
-        self._ua.flush()
+        self._driver.flush()
 
     def _on_event(self, out: Output) -> None:
         endpoint = self._require_endpoint()
@@ -382,12 +382,54 @@ class SimCaller:
         elif isinstance(out, CallEnded):
             self._on_ended(out)
         elif isinstance(out, IncomingCall):
-            endpoint.reject(out.leg, 486, "a simulated caller takes no calls")
+            self._on_incoming(out.leg)
         elif isinstance(out, ReInvite):
             endpoint.respond(out.leg, 488, request=out.request)
         elif isinstance(out, ReferReceived):
             self._on_refer(out)
-        # CallConfirmed, DigitInfo...: UAS-side events; the caller never answers calls
+        # CallConfirmed, DigitInfo...: media starts on our answer; keys sent to a phone are not listened for
+
+    async def wait_call(self, timeout: float) -> Leg:
+        """Wait until a call placed to this phone has been answered (set :attr:`answers` to 200 first); then
+        :meth:`press`, :meth:`hangup` and :meth:`wait_hangup` work on it as on a call this phone dialled."""
+        loop = self._require_loop()
+        if self._incoming is None:
+            self._incoming = loop.create_future()
+        leg = await asyncio.wait_for(asyncio.shield(self._incoming), timeout)
+        self._incoming = None
+        return leg
+
+    def _on_incoming(self, leg: Leg) -> None:
+        endpoint = self._require_endpoint()
+        loop = self._require_loop()
+        if self.answers is None:
+            endpoint.reject(leg, 486, "a simulated caller takes no calls")
+            return
+        if self.answers >= 300 or (self._leg is not None and self.end is None):
+            endpoint.reject(leg, self.answers if self.answers >= 300 else 486)
+            return
+        assert self._sessions is not None
+        self._close_media()
+        session = self._sessions.open()
+        session.on_audio = self._on_audio
+        try:
+            answer = session.answer(leg.invite.body)
+        except SdpError as exc:
+            session.close()
+            endpoint.reject(leg, exc.status, f"SDP: {exc.reason}")
+            return
+        self.heard_frames = []
+        self.transfers = []
+        self.progress = []
+        self.end = None
+        self._media, self._stream, self.media = session, session.stream, session.media
+        self._leg = leg
+        self._answered = None
+        self._ended = loop.create_future()
+        endpoint.answer(leg, answer)
+        if self._incoming is None or self._incoming.done():
+            self._incoming = loop.create_future()
+        self._incoming.set_result(leg)
 
     def _on_refer(self, event: ReferReceived) -> None:
         """Act as a phone asked to transfer (RFC 3515): 202, NOTIFY 100, then the outcome as a final NOTIFY. The
@@ -429,35 +471,11 @@ class SimCaller:
             raise SimCallerError("no call was placed")
         return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
 
-    def _acquire_rtp(self) -> tuple[int, socket.socket]:
-        if self._pool is not None:
-            port, sock = self._pool.acquire()
-            self._pooled = True
-        else:
-            family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
-            sock = self._socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.bind((self.host, 0))
-            except OSError:
-                sock.close()
-                raise
-            sock.setblocking(False)
-            port = int(sock.getsockname()[1])
-            self._pooled = False
-        self._rtp_port, self._rtp_sock = port, sock
-        return port, sock
-
     def _close_media(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-        if self._rtp_sock is not None:
-            self._rtp_sock.close()
-            self._rtp_sock = None
-        if self._rtp_port is not None:
-            if self._pooled and self._pool is not None:
-                self._pool.release(self._rtp_port)
-            self._rtp_port = None
+        if self._media is not None:
+            self._media.close()
+            self._media = None
+        self._stream = None
 
     def _require_endpoint(self) -> SipEndpoint:
         if self._endpoint is None:

@@ -1,7 +1,7 @@
 """What a caller heard, by name: every prompt and spoken word a flow can play, fingerprinted by its encoded frames.
 
 The daemon pre-encodes each prompt and each spoken-number word once, and composes what a node plays from whole
-20 ms frames of them (:func:`ivr.prompt_library._framed`), so every frame a caller receives is a frame of some
+20 ms frames of them (:func:`ivr.daemon.prompt_library._framed`), so every frame a caller receives is a frame of some
 prompt or word, byte for byte. :class:`PromptCatalog` indexes those frames by the flow's prompt names (per language)
 and words; :meth:`PromptCatalog.heard` turns the payloads a :class:`~ivr.simulator.caller.SimCaller` received into
 :class:`Heard` items (a prompt and the words spoken right after it, e.g. an account number read back).
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ivr.daemon.prompt_library import PromptLibrary
 from ivr.flows.runtime import AudioPart
 from ivr.media.prompts import Prompt
-from ivr.prompt_library import PromptLibrary
 from ivr.simulator.fingerprint import PromptIndex, identify_prompts
 
 __all__ = ["CatalogEntry", "Heard", "PromptCatalog"]

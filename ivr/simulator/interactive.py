@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ivr.config import IvrConfig
+from ivr.daemon.prompt_library import PromptLibrary
 from ivr.flows.engine import FlowEngine
 from ivr.flows.loader import load_flow_tree
 from ivr.flows.runtime import AudioPart, FixtureHttpClient, HandoffResult, RecordResult
-from ivr.prompt_library import PromptLibrary
 from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError
 from ivr.simulator.catalog import Heard, PromptCatalog
 from ivr.simulator.lab import SimulatedCall, StepFailed

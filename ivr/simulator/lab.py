@@ -1,6 +1,6 @@
 """The lab: a daemon and simulated callers on one event loop, for scenario files, pytest and Python.
 
-:class:`IvrLab` starts an :class:`~ivr.server.IvrServer` on the running loop: on a
+:class:`IvrLab` starts an :class:`~ivr.daemon.server.IvrServer` on the running loop: on a
 :class:`~ivr.simulator.virtual.VirtualTimeLoop` it lives on the virtual network and every timer runs on virtual
 time; on an ordinary loop it listens on 127.0.0.1 (free ports) and calls go over real UDP. :meth:`IvrLab.call`
 places a call from a :class:`~ivr.simulator.caller.SimCaller` and returns a :class:`SimulatedCall`, whose methods
@@ -36,11 +36,13 @@ import numpy as np
 import structlog
 
 from ivr.config import IvrConfig, load_config
+from ivr.daemon.calls import DialOutcome
+from ivr.daemon.routes import FlowRoute
+from ivr.daemon.server import IvrServer
 from ivr.flows.loader import FlowError, FlowTree, Problem
 from ivr.flows.prompts import PromptSource, espeak_argv
 from ivr.flows.runtime import AiohttpClient, FixtureHttpClient, FixtureResponse, HttpResult, TraceEvent, loop_wall_clock
 from ivr.media.prompts import Prompt, PromptError, load_prompt
-from ivr.server import FlowRoute, IvrServer
 from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError, Transfer
 from ivr.simulator.catalog import Heard, PromptCatalog
 from ivr.simulator.queue_endpoint import SimQueueEndpoint
@@ -166,7 +168,7 @@ class IvrLab:
             )
         # A simulated ACD at each queue's address (over real UDP too, when the address is free on this machine).
         for host, port in sorted({_host_port(q.sip_uri) for q in server.queues}):
-            queue_endpoint = SimQueueEndpoint(host, port, socket_factory=self._factory)
+            queue_endpoint = SimQueueEndpoint(host, port, socket_factory=self._factory, clock=server.clock)
             try:
                 await queue_endpoint.start()
             except OSError as exc:
@@ -222,7 +224,7 @@ class IvrLab:
         self._clock = loop_wall_clock(start)
         self._http.current = FixtureHttpClient(http or {})
         self._sink = []
-        sim = SimCaller(socket_factory=self._factory, transfer_result=queue_status)
+        sim = SimCaller(socket_factory=self._factory, transfer_result=queue_status, clock=server.clock)
         await sim.start()
         for queue_endpoint in self.queue_endpoints:
             queue_endpoint.answer = queue_status
@@ -238,6 +240,46 @@ class IvrLab:
             await sim.close()
             raise StepFailed(f"the call was not answered: {exc}") from None
         return call
+
+    async def answer_call(
+        self,
+        number: str = "0888123456",
+        *,
+        flow_number: str | None = None,
+        caller_id: str = "024001234",
+        variables: Mapping[str, Any] | None = None,
+        at: dt.datetime | None = None,
+        http: Mapping[str, FixtureResponse | Mapping[str, Any]] | None = None,
+        answer: int = 200,
+        codec: str = "PCMU",
+        timeout: float = 30.0,
+    ) -> tuple[DialOutcome, SimulatedCall]:
+        """The daemon places a call to ``number``, a simulated phone on the lab's network that answers with
+        ``answer`` (200, or 486, 603...), and runs the flow routed for ``flow_number`` (default: ``number``) with
+        ``variables``. Returns how the call turned out and the phone's side of it (driven like :meth:`call`'s)."""
+        server = self._require_server()
+        route = self.route(flow_number or number)
+        start = at or dt.datetime.now(dt.UTC)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=ZoneInfo(route.engine.tree.root.flow.timezone))
+        self._clock = loop_wall_clock(start)
+        self._http.current = FixtureHttpClient(http or {})
+        self._sink = []
+        phone = SimCaller(socket_factory=self._factory, clock=server.clock)
+        phone.answers = answer
+        await phone.start()
+        call = SimulatedCall(phone, self._catalogs[route.path], codec=codec, timeout=timeout)
+        call.trace = self._sink
+        call._server = server
+        call._lab = self
+        call._bridged_from = [len(q.calls) for q in self.queue_endpoints]
+        host, port = phone.sip_address
+        placed = server.place_call(f"sip:{number}@{host}:{port}", flow=route, caller_id=caller_id,
+                                   variables=dict(variables or {}), answer_timeout=timeout)  # fmt: skip
+        outcome = await placed.outcome
+        if outcome.result == "answered":
+            await phone.wait_call(timeout)
+        return outcome, call
 
     def resolve(self, transfer: Transfer) -> Transfer:
         """Name the queue a transfer went to (by its URI) and read its data as that queue's headers say."""

@@ -1,7 +1,7 @@
 """Running scenario files: the daemon and a simulated caller, on virtual time (default) or over loopback UDP.
 
-For each scenario file the runner starts an :class:`~ivr.server.IvrServer` with the file's config (or one route to
-its flow) and, case after case, places a call with a :class:`~ivr.simulator.caller.SimCaller`, plays the steps,
+For each scenario file the runner starts an :class:`~ivr.daemon.server.IvrServer` with the file's config (or one route
+to its flow) and, case after case, places a call with a :class:`~ivr.simulator.caller.SimCaller`, plays the steps,
 and checks every expectation against what the caller *received*: prompts identified from the audio
 (:mod:`ivr.simulator.catalog`), the transfer it was asked to make, the BYE. The flow engine's trace of each call
 feeds the coverage of the flow graph (:mod:`ivr.simulator.coverage`).

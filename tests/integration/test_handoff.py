@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from ivr.daemon.server import IvrServer
 from ivr.handoff.data import decode_uui
-from ivr.server import IvrServer
 from ivr.sip.endpoint import (
     CallAnswered,
     CallConfirmed,

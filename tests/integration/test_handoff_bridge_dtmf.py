@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.daemon.server import IvrServer
+from ivr.media.clock import MediaClock
 from ivr.media.digits import DigitEvent
 from ivr.media.stream import MediaStream
-from ivr.server import IvrServer
 from ivr.sip.endpoint import CallAnswered, CallConfirmed, CallEvent, DigitInfo, IncomingCall, Leg, Peer
 from tests.integration.test_handoff import SipUA, caller_ua, handoff_server, record_of, uas
 from tests.integration.test_server import _until
@@ -51,9 +52,11 @@ class Side:
     def attach(self, remote_sdp: bytes) -> MediaStream:
         # The stream reads the socket from now on (the fixture's close removes its reader and closes the socket).
         self.ua.loop.remove_reader(self.ua.rtp.fileno())
+        clock = MediaClock(self.ua.loop)  # this test peer's own media clock (it sends only key presses)
+        clock.start()
         self.stream = MediaStream(self.ua.loop, self.ua.rtp, codec="PCMU", payload_type=0,
                                   remote=rtp_address(remote_sdp), telephone_event_pt=self.telephone_event,
-                                  on_digit_event=self.heard.append)  # fmt: skip
+                                  on_digit_event=self.heard.append, clock=clock)  # fmt: skip
         return self.stream
 
     def ended(self) -> list[str]:
@@ -80,7 +83,8 @@ async def bridged_call(server: IvrServer, caller: Side, queue: Side) -> Leg:
     await _until(lambda: bool(queue.ua.of(CallConfirmed)) and bool(caller.ua.of(CallAnswered)), timeout=10)
     caller.attach(caller.ua.of(CallAnswered)[0].response.body)
     queue.attach(queue.ua.of(CallConfirmed)[0].leg.invite.body)
-    await _until(lambda: any(c.bridged is not None and c.bridged.bridge is not None for c in server.calls.values()))
+    bridges = server.handoff.bridged
+    await _until(lambda: any((b := bridges(c)) is not None and b.bridge is not None for c in server.calls.values()))
     return leg
 
 

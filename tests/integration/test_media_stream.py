@@ -74,6 +74,13 @@ class Receiver:
         self.sock.close()
 
 
+def started_clock(loop: asyncio.AbstractEventLoop) -> MediaClock:
+    """The media clock a scenario's streams share (a stream is always given its clock)."""
+    clock = MediaClock(loop)
+    clock.start()
+    return clock
+
+
 async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while not condition():
@@ -137,6 +144,7 @@ def test_two_streams_play_a_prompt_continuously_and_in_time(run: Runner) -> None
 def test_packets_from_a_foreign_source_are_dropped(run: Runner) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         peer, stranger = udp_socket(), udp_socket()
         audio: list[int] = []
         stream = MediaStream(
@@ -146,6 +154,7 @@ def test_packets_from_a_foreign_source_are_dropped(run: Runner) -> None:
             payload_type=0,
             remote=peer.getsockname(),
             on_audio=lambda seq, ts, payload: audio.append(seq),
+            clock=clock,
         )
         target = stream.local_address
         for seq in range(1, 4):
@@ -170,6 +179,7 @@ def test_packets_from_a_foreign_source_are_dropped(run: Runner) -> None:
 def test_rfc4733_presses_count_one_digit_each_with_or_without_marker(run: Runner) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         peer = udp_socket()
         digits: list[str] = []
         stream = MediaStream(
@@ -180,6 +190,7 @@ def test_rfc4733_presses_count_one_digit_each_with_or_without_marker(run: Runner
             remote=peer.getsockname(),
             telephone_event_pt=101,
             on_digit=digits.append,
+            clock=clock,
         )
         target = stream.local_address
         seq = 5000
@@ -204,10 +215,12 @@ def test_rfc4733_presses_count_one_digit_each_with_or_without_marker(run: Runner
 def test_relatch_to_the_real_source_behind_nat(run: Runner) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         receiver = Receiver(loop)
         signalled = udp_socket()  # what the SDP said; nothing is ever sent from it
         stream = MediaStream(
-            loop, udp_socket(), codec="PCMU", payload_type=0, remote=signalled.getsockname(), allow_relatch=True
+            loop, udp_socket(), codec="PCMU", payload_type=0, remote=signalled.getsockname(), allow_relatch=True,
+            clock=clock,
         )
         receiver.sock.sendto(RtpPacket(0, 1, 160, 9, b"\xff" * 160).serialize(), stream.local_address)
         await until(lambda: stream.stats.relatched == 1)
@@ -226,8 +239,9 @@ def test_relatch_to_the_real_source_behind_nat(run: Runner) -> None:
 def test_hold_stops_packets_and_the_first_after_hold_is_marked(run: Runner) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         receiver = Receiver(loop)
-        stream = MediaStream(loop, udp_socket(), codec="PCMU", payload_type=0, remote=receiver.address)
+        stream = MediaStream(loop, udp_socket(), codec="PCMU", payload_type=0, remote=receiver.address, clock=clock)
         stream.play([b"\xff" * 160], loop=True)
         await until(lambda: len(receiver.packets) >= 3)
         stream.set_hold(True)
@@ -259,6 +273,7 @@ def ipv6_loopback() -> bool:
 def test_ipv6_stream_from_the_pool_sends_and_receives(run: Runner) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         peer.bind(("::1", 0))
         peer.setblocking(False)
@@ -273,6 +288,7 @@ def test_ipv6_stream_from_the_pool_sends_and_receives(run: Runner) -> None:
             remote=("0:0::1", peer.getsockname()[1]),  # another spelling of ::1
             telephone_event_pt=101,
             on_digit=digits.append,
+            clock=clock,
         )
         for report in key_press_events("5"):
             peer.sendto(RtpPacket(101, 1, 800, 3, report.serialize()).serialize(), ("::1", port))
@@ -376,9 +392,11 @@ def test_recording_real_loopback_rtp_stops_on_pound(run: Runner, tmp_path: Any) 
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         peer = udp_socket()
         stream = MediaStream(
-            loop, udp_socket(), codec="PCMU", payload_type=0, remote=peer.getsockname(), telephone_event_pt=101
+            loop, udp_socket(), codec="PCMU", payload_type=0, remote=peer.getsockname(), telephone_event_pt=101,
+            clock=clock,
         )
         recording = Recording(writer, tmp_path / "caller.wav", loop=loop, source=stream, silence_seconds=None)
 
@@ -422,10 +440,12 @@ def test_in_band_tones_over_loopback_are_digits_without_telephone_event(run: Run
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         peer = udp_socket()
         events: list[DigitEvent] = []
         stream = MediaStream(
-            loop, udp_socket(), codec="PCMA", payload_type=8, remote=peer.getsockname(), on_digit_event=events.append
+            loop, udp_socket(), codec="PCMA", payload_type=8, remote=peer.getsockname(), on_digit_event=events.append,
+            clock=clock,
         )
         assert stream.dtmf_source == "inband"
         for i in range(len(payload) // 160):
@@ -446,9 +466,12 @@ def test_send_digit_between_two_streams_over_loopback(run: Runner) -> None:
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        clock = started_clock(loop)
         a_sock, b_sock = udp_socket(), udp_socket()
         ended: list[DigitEvent] = []
-        a = MediaStream(loop, a_sock, codec="PCMU", payload_type=0, remote=b_sock.getsockname(), telephone_event_pt=101)
+        a = MediaStream(
+            loop, a_sock, codec="PCMU", payload_type=0, remote=b_sock.getsockname(), telephone_event_pt=101, clock=clock
+        )
         b = MediaStream(
             loop,
             b_sock,
@@ -457,6 +480,7 @@ def test_send_digit_between_two_streams_over_loopback(run: Runner) -> None:
             remote=a_sock.getsockname(),
             telephone_event_pt=101,
             on_digit_end=ended.append,
+            clock=clock,
         )
         a.play(tone_prompt(0.2).frames("PCMU"))
         for key in "12#":

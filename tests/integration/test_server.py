@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ivr.config import load_config
+from ivr.daemon.server import IvrServer
 from ivr.media.rtp import RtpPacket
-from ivr.server import IvrServer
 from ivr.sip.message import Request, Response, parse_message
 
 REPO = Path(__file__).resolve().parents[2]

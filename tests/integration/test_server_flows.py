@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.server import IvrServer
+from ivr.daemon.server import IvrServer
 from ivr.sip.message import Request
 from tests.integration.test_server import RawCaller, _ok_for, _until, start_server
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ivr.daemon.server import IvrServer
 from ivr.media.prompts import Prompt, load_prompt
-from ivr.server import IvrServer
 from ivr.simulator.caller import CallFailed, SimCaller
 from ivr.simulator.fingerprint import HeardPrompt, identify_prompts
 from ivr.sip.endpoint import EndReason, LegState

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ivr.server import IvrServer
+from ivr.daemon.server import IvrServer
 from ivr.sip.endpoint import CallConfirmed, TransferProgress
 from tests.integration.test_handoff import QueueUas, SipUA, check_attached, handoff_server, uas
 from tests.integration.test_server import _until
@@ -24,13 +24,13 @@ __all__ = ["uas"]  # fixture
 
 def _spy(server: IvrServer) -> list[TransferProgress]:
     progress: list[TransferProgress] = []
-    original = server._handoff.on_transfer_progress
+    original = server.handoff.on_transfer_progress
 
     def spy(event: TransferProgress) -> None:
         progress.append(event)
         original(event)
 
-    server._handoff.on_transfer_progress = spy  # type: ignore[method-assign]
+    server.handoff.on_transfer_progress = spy  # type: ignore[method-assign]
     return progress
 
 

@@ -64,7 +64,7 @@ async def test_key_during_barge_in_prompt_stops_it_and_is_not_lost() -> None:
     call, media, _ = make_call()
     task = asyncio.create_task(call.play(PROMPT, barge_in=True))
     await asyncio.sleep(0)
-    call._digit("5")
+    call.key("5")
     assert await task is PlayOutcome.BARGED_IN
     assert media.stops == 1
     assert await call.next_event(0.1) == Digit("5", "rfc4733")
@@ -74,7 +74,7 @@ async def test_key_during_prompt_without_barge_in_waits_for_the_prompt_end() -> 
     call, media, _ = make_call()
     task = asyncio.create_task(call.play(PROMPT, barge_in=False))
     await asyncio.sleep(0)
-    call._digit("7", "info")
+    call.key("7", "info")
     await asyncio.sleep(0)
     assert not task.done()
     media.finish()
@@ -85,7 +85,7 @@ async def test_key_during_prompt_without_barge_in_waits_for_the_prompt_end() -> 
 
 async def test_waiting_key_skips_a_barge_in_prompt() -> None:
     call, media, _ = make_call()
-    call._digit("1")
+    call.key("1")
     assert await call.play(PROMPT, barge_in=True) is PlayOutcome.BARGED_IN
     assert media.played == []
 
@@ -98,7 +98,7 @@ async def test_hangup_during_prompt_returns_hangup_and_queues_the_event() -> Non
     assert await task is PlayOutcome.HANGUP
     assert await call.next_event(0.1) == Hangup("remote_bye")
     assert await call.play(PROMPT) is PlayOutcome.HANGUP
-    call._digit("1")
+    call.key("1")
     assert await call.next_event(0.01) is None  # no digits after the end
 
 
@@ -116,6 +116,6 @@ async def test_next_event_times_out_with_none() -> None:
 
 async def test_next_event_with_zero_timeout_returns_what_is_waiting() -> None:
     call, _, _ = make_call()
-    call._digit("9")
+    call.key("9")
     assert await call.next_event(0) == Digit("9", "rfc4733")
     assert await call.next_event(0) is None

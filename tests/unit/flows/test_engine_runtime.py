@@ -219,7 +219,7 @@ def test_the_engine_drives_the_real_call_door_through_the_billing_path() -> None
         # the account typed during its prompt, the read-back confirmed with "1".
         for at, key in [(1.5, "2"), (2.0, "1"), (3.0, "1"), (3.2, "2"), (3.4, "3"), (3.6, "4"), (3.8, "5"),
                         (4.0, "6"), (4.2, "#"), (4.5, "1")]:  # fmt: skip
-            loop.call_later(at, call._digit, key)
+            loop.call_later(at, call.key, key)
         return await engine.run(call), call
 
     outcome, call = run_virtual(main)

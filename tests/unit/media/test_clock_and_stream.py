@@ -293,11 +293,15 @@ def test_stopped_clock_resumes_with_wall_clock_timestamps(fake_loop: Any, clock:
     assert (packets[2].timestamp - packets[1].timestamp) & 0xFFFFFFFF == 11 * 160
 
 
-def test_shared_clock_is_one_per_loop(fake_loop: Any, make_socket: Any) -> None:
-    stream = MediaStream(fake_loop, make_socket(), codec="PCMU", payload_type=0, remote=REMOTE)
-    other = MediaStream(fake_loop, make_socket(), codec="PCMU", payload_type=0, remote=REMOTE)
-    assert stream.clock is other.clock is MediaClock.for_loop(fake_loop)
-    assert stream.clock.running
+def test_a_stream_is_given_its_clock_and_there_is_no_per_loop_fallback(
+    fake_loop: Any, make_socket: Any, clock: MediaClock
+) -> None:
+    stream = MediaStream(fake_loop, make_socket(), codec="PCMU", payload_type=0, remote=REMOTE, clock=clock)
+    other = MediaStream(fake_loop, make_socket(), codec="PCMU", payload_type=0, remote=REMOTE, clock=clock)
+    assert stream.clock is other.clock is clock
+    with pytest.raises(TypeError, match="clock"):
+        MediaStream(fake_loop, make_socket(), codec="PCMU", payload_type=0, remote=REMOTE)  # type: ignore[call-arg]
+    assert not hasattr(MediaClock, "for_loop")
 
 
 def test_close_leaves_the_clock_stops_reading_and_closes_the_socket(

@@ -1,7 +1,8 @@
 """Keeping the daemon registered at an upstream registrar: the driver of :class:`ivr.sip.registration.Registration`.
 
 The sans-I/O REGISTER client says what to send and which timers to arm; this driver sends through the daemon's SIP
-socket (so the registrar's answers come back where INVITEs arrive), runs the timers on the event loop, feeds the
+socket (so the registrar's answers come back where INVITEs arrive), runs the timers on the event loop (the SIP
+driver's :class:`~ivr.daemon.sip_driver.LoopTimers`), feeds the
 registrar's responses (the endpoint hands over those no transaction of its own claims), logs the state, and
 unregisters on shutdown.
 """
@@ -9,16 +10,15 @@ unregisters on shutdown.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import structlog
 
 from ivr.config import RegistrationSettings
-from ivr.sip.endpoint import Peer, Transmit
+from ivr.daemon.sip_driver import LoopTimers
+from ivr.sip.events import ClearTimer, Peer, SetTimer, Transmit
 from ivr.sip.message import Response
 from ivr.sip.registration import (
-    ArmTimer,
-    DisarmTimer,
     Registered,
     Registration,
     RegistrationConfig,
@@ -61,7 +61,7 @@ class RegistrationDriver:
             )
         )
         self._transmit = transmit
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers = LoopTimers(self._fire)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.registered = False
         self.last_failure: str | None = None
@@ -89,13 +89,10 @@ class RegistrationDriver:
                 await asyncio.wait_for(self._unregistered.wait(), timeout)
             except TimeoutError:
                 log.warning("registrar did not answer the unregister", registrar=self.settings.registrar)
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        self._timers.cancel_all()
 
-    def _fire(self, token: str) -> None:
-        self._timers.pop(token, None)
-        self._run(self.registration.timer_fired(token))
+    def _fire(self, token: Hashable) -> None:
+        self._run(self.registration.timer_fired(str(token)))
 
     def _run(self, outputs: Sequence[RegistrationOutput]) -> None:
         loop = self._loop
@@ -103,15 +100,10 @@ class RegistrationDriver:
         for out in outputs:
             if isinstance(out, SendRequest):
                 self._transmit(Transmit(out.data, Peer(out.host, out.port, out.transport)))
-            elif isinstance(out, ArmTimer):
-                old = self._timers.pop(out.token, None)
-                if old is not None:
-                    old.cancel()
-                self._timers[out.token] = loop.call_later(out.delay, self._fire, out.token)
-            elif isinstance(out, DisarmTimer):
-                handle = self._timers.pop(out.token, None)
-                if handle is not None:
-                    handle.cancel()
+            elif isinstance(out, SetTimer):
+                self._timers.arm(loop, out.token, out.delay)
+            elif isinstance(out, ClearTimer):
+                self._timers.disarm(out.token)
             elif isinstance(out, Registered):
                 if not self.registered:
                     log.info("registered", registrar=self.settings.registrar, aor=self.settings.aor,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from ivr.call import Call, Words
+from ivr.call import Call, SpeechStarted, Words
 from ivr.media.stream import MediaStream
 from ivr.speech.config import SpeechSettings
 from ivr.speech.grammar import Grammar, GrammarError
@@ -106,7 +106,7 @@ class CallListening:
                 listener, keyword, text, confidence, alternatives
             ),
             on_no_match=lambda reason: self._no_match(listener, reason),
-            on_speech_started=call._speech_started,
+            on_speech_started=lambda: call.hear(SpeechStarted()),
         )
         self._listener = listener
         self._stream.add_audio_consumer(listener.feed)
@@ -132,7 +132,7 @@ class CallListening:
         self._stop()
         self._service.recognised += 1
         language = self._grammar.language if self._grammar is not None else ""
-        self._call._words(Words(keyword, confidence, language, text))
+        self._call.hear(Words(keyword, confidence, language, text))
 
     def _no_match(self, listener: SpeechListener, reason: str) -> None:
         if listener is not self._listener or self._call is None:
@@ -141,7 +141,7 @@ class CallListening:
         if reason in _NO_MATCH_FOR_THE_MENU:
             self._service.rejected += 1
             language = self._grammar.language if self._grammar is not None else ""
-            self._call._words(Words("", 0.0, language, reason))
+            self._call.hear(Words("", 0.0, language, reason))
             return
         # Nobody spoke yet, a noise, or a decoder error: keep listening; the menu's timer decides no-input.
         engine = self._service.engine

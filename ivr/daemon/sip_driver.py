@@ -1,0 +1,273 @@
+"""The one driver of a sans-I/O :class:`~ivr.sip.endpoint.SipEndpoint`: sockets and timers, nothing else.
+
+Datagrams (UDP) and framed stream messages (TCP) go into the endpoint with their source; after every input, every
+timer and every verb the owner calls on the endpoint, :meth:`SipDriver.flush` drains the endpoint's outputs: bytes
+are sent, timers are armed or cleared on the event loop's clock (so virtual time drives them too), and every other
+output (a call event) goes to the owner's ``on_event``. The daemon, the simulated caller and the simulated queue
+endpoint all run on this driver; the daemon adds a gate (trust and per-source rate, :mod:`ivr.daemon.admission`)
+in front of the endpoint, and TCP.
+
+Timers: :class:`LoopTimers` keeps one ``TimerHandle`` per token; the upstream registration client arms its timers
+through the same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import socket
+import time
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any
+
+import structlog
+
+from ivr.sip.endpoint import ClearTimer, Output, Peer, SetTimer, SipEndpoint, Transmit
+from ivr.sip.errors import SipError
+from ivr.sip.message import MAX_MESSAGE_SIZE, StreamFramer
+
+__all__ = ["LoopTimers", "SipDriver", "is_ip"]
+
+log = structlog.get_logger("ivr.sip")
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF / SO_SNDBUF of the SIP UDP socket: a burst of INVITEs waits in the kernel, not on the floor."""
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class LoopTimers:
+    """Named one-shot timers on the event loop's clock: arming a token again replaces it."""
+
+    def __init__(self, fire: Callable[[Hashable], None]) -> None:
+        self._fire = fire
+        self._handles: dict[Hashable, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def arm(self, loop: asyncio.AbstractEventLoop, token: Hashable, delay: float) -> None:
+        old = self._handles.pop(token, None)
+        if old is not None:
+            old.cancel()
+        self._handles[token] = loop.call_later(delay, self._fired, token)
+
+    def disarm(self, token: Hashable) -> None:
+        handle = self._handles.pop(token, None)
+        if handle is not None:
+            handle.cancel()
+
+    def cancel_all(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+    def _fired(self, token: Hashable) -> None:
+        self._handles.pop(token, None)
+        self._fire(token)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, driver: SipDriver) -> None:
+        self.driver = driver
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.driver.receive(data, Peer(str(addr[0]), int(addr[1]), "udp"))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for a peer that went away: the transactions' timers handle it.
+        log.debug("udp error", error=str(exc))
+
+
+class SipDriver:
+    """Runs ``endpoint`` over asyncio sockets. ``on_event`` gets every output that is not I/O; ``admit(peer)``,
+    when given, decides whether a message from ``peer`` reaches the endpoint at all (a refused one costs no parse).
+
+    The endpoint may be given after binding (``driver.endpoint = ...``): a simulated user agent binds port 0 and
+    builds its endpoint with the port it got."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint | None,
+        on_event: Callable[[Output], None],
+        *,
+        admit: Callable[[Peer], bool] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._on_event = on_event
+        self._admit = admit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tcp_conns: dict[int, asyncio.StreamWriter] = {}
+        self._conn_tasks: set[asyncio.Task[object]] = set()
+        self._conn_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.timers = LoopTimers(self._fire)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # ---- sockets ----
+
+    async def bind_udp(self, host: str, port: int, *, large_buffers: bool = False) -> int:
+        """Listen for datagrams on ``host:port`` (0: any free port); returns the port bound."""
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, port), reuse_port=False
+        )
+        self._udp = transport
+        sock = transport.get_extra_info("socket")
+        if large_buffers and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        return int(transport.get_extra_info("sockname")[1])
+
+    async def listen_tcp(self, host: str, port: int) -> None:
+        self._tcp = await asyncio.start_server(self._tcp_connection, host, port, reuse_address=True)
+
+    async def close(self) -> None:
+        """Cancel the timers, close every socket and connection (waiting up to 2 s for connection tasks)."""
+        self.timers.cancel_all()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._tcp_conns.values()):
+                writer.close()
+            if self._conn_tasks:
+                await asyncio.wait(list(self._conn_tasks), timeout=2)
+            await self._tcp.wait_closed()
+            self._tcp = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ---- input ----
+
+    def receive(self, data: bytes, peer: Peer) -> None:
+        """One SIP message from ``peer``: to the endpoint (unless the gate refuses it), then flush."""
+        endpoint = self.endpoint
+        if endpoint is None or (self._admit is not None and not self._admit(peer)):
+            return
+        try:
+            endpoint.receive(data, peer, now=time.time())
+        except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
+            log.warning("sip message rejected", peer=f"{peer.host}:{peer.port}", error=exc.reason)
+        except Exception:
+            log.exception("bug: unhandled error on a SIP message", peer=f"{peer.host}:{peer.port}")
+        self.flush()
+
+    def _fire(self, token: Hashable) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        try:
+            endpoint.timer_fired(token)  # type: ignore[arg-type]  # only tokens the endpoint armed come here
+        except Exception:
+            log.exception("bug: unhandled error in a SIP timer", token=token)
+        self.flush()
+
+    async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_id = next(self._conn_ids)
+        current = asyncio.current_task()
+        if current is not None:
+            self._conn_tasks.add(current)
+        addr = writer.get_extra_info("peername")
+        peer = Peer(str(addr[0]), int(addr[1]), "tcp", conn_id)
+        self._tcp_conns[conn_id] = writer
+        framer = StreamFramer(max_size=MAX_MESSAGE_SIZE)
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                try:
+                    messages = framer.feed(chunk)
+                except SipError as exc:
+                    log.warning("tcp stream unframable, closing", peer=f"{peer.host}:{peer.port}", error=exc.reason)
+                    break
+                for message in messages:
+                    self.receive(message, peer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if current is not None:
+                self._conn_tasks.discard(current)
+            self._tcp_conns.pop(conn_id, None)
+            writer.close()
+            if self.endpoint is not None:
+                self.endpoint.transport_error(peer)
+            self.flush()
+
+    # ---- output ----
+
+    def flush(self) -> None:
+        """Act on everything the endpoint has to say (call it after any verb called on the endpoint)."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        while outputs := endpoint.outputs():
+            for out in outputs:
+                if isinstance(out, Transmit):
+                    self.transmit(out)
+                elif isinstance(out, SetTimer):
+                    self.timers.arm(self.loop, out.token, out.delay)
+                elif isinstance(out, ClearTimer):
+                    self.timers.disarm(out.token)
+                else:
+                    self._on_event(out)
+
+    def transmit(self, out: Transmit) -> None:
+        """Send ``out.data`` to ``out.peer``: on the UDP socket, or the TCP connection it names (or a new one)."""
+        peer = out.peer
+        if peer.transport == "udp":
+            if self._udp is None:
+                return
+            if is_ip(peer.host):
+                self._udp.sendto(out.data, (peer.host, peer.port))
+            else:
+                self.spawn(self._resolve_and_send(out))
+            return
+        writer = self._tcp_conns.get(peer.connection or -1)
+        if writer is not None and not writer.is_closing():
+            writer.write(out.data)
+        else:
+            self.spawn(self._tcp_connect_and_send(out))
+
+    async def _resolve_and_send(self, out: Transmit) -> None:
+        try:
+            infos = await self.loop.getaddrinfo(out.peer.host, out.peer.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("cannot resolve", host=out.peer.host, error=str(exc))
+            return
+        if infos and self._udp is not None:
+            self._udp.sendto(out.data, infos[0][4][:2])
+
+    async def _tcp_connect_and_send(self, out: Transmit) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(out.peer.host, out.peer.port)
+        except OSError as exc:
+            log.warning("tcp connect failed", peer=f"{out.peer.host}:{out.peer.port}", error=str(exc))
+            if self.endpoint is not None:
+                self.endpoint.transport_error(out.peer)
+            self.flush()
+            return
+        writer.write(out.data)
+        self.spawn(self._tcp_connection(reader, writer))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
