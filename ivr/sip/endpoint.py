@@ -1,9 +1,10 @@
 """The SIP user-agent core, sans-I/O: transactions and dialogs wired into one object a driver feeds.
 
 The driver (``ivr.daemon.sip_driver``) gives it datagrams / stream messages with their source
-(:meth:`SipEndpoint.receive`), fires the timers it asked for (:meth:`SipEndpoint.timer_fired`), and calls the application verbs (:meth:`answer`,
-:meth:`reject`, :meth:`hangup`, :meth:`respond`). After each call the driver drains :meth:`SipEndpoint.outputs`: bytes
-to transmit with their destination, timers to set or clear, and :class:`CallEvent` objects for the call controller.
+(:meth:`SipEndpoint.receive`), fires the timers it asked for (:meth:`SipEndpoint.timer_fired`), and calls the
+application verbs (:meth:`answer`, :meth:`reject`, :meth:`hangup`, :meth:`respond`). After each call the driver drains
+:meth:`SipEndpoint.outputs`: bytes to transmit with their destination, timers to set or clear, and :class:`CallEvent`
+objects for the call controller.
 Those output types live in :mod:`ivr.sip.events`, the :class:`Leg` and its state machine in :mod:`ivr.sip.leg`; this
 module re-exports them under their old names.
 
