@@ -1,8 +1,10 @@
-"""Call: everything a flow may do to a caller, and the events it hears. The one door between flows and telephony.
+"""Call: everything a flow may do to a caller, and what it hears. The one door between flows and telephony.
 
 A flow (or, until flows exist, the daemon's welcome application) holds a :class:`Call` and awaits its verbs. The call
 controller (``ivr.daemon.calls``) creates it once the call is up and feeds it, through :meth:`Call.hear`, what the
-caller does: keys by RFC 4733, in-band or SIP INFO, speech starting, and words.
+caller does: keys by RFC 4733, in-band or SIP INFO, speech starting, and words. Those values, and what
+:meth:`Call.next_event` gives a flow, are defined once in :mod:`ivr.flows.runtime` (``KeyPressed``, ``WordsHeard``,
+``SpeechBegan``, ``CallHungUp``; the unions ``CallerInput`` and ``FlowInput``).
 Verbs are added here when the issue that needs them lands; each one works on a real call.
 """
 
@@ -10,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from ivr.flows.runtime import CallerInput, CallHungUp, FlowInput, KeyPressed, WordsHeard
 from ivr.media.prompts import Prompt
 
 
@@ -23,44 +25,6 @@ class PlayOutcome(StrEnum):
     STOPPED = "stopped"  # stop() was called
     HANGUP = "hangup"  # the call ended while playing
 
-
-@dataclass(frozen=True, slots=True)
-class Digit:
-    """A key the caller pressed, delivered once per press, however it came (RFC 4733, SIP INFO, in-band)."""
-
-    key: str
-    source: str = "rfc4733"
-
-
-@dataclass(frozen=True, slots=True)
-class Words:
-    """Something the caller said, recognised against the current menu's words: ``text`` is the matched phrase
-    (empty when the recogniser heard speech but none of the words: a no-match for the menu)."""
-
-    text: str
-    confidence: float = 0.0
-    language: str = ""
-    heard: str = ""
-    """What the recogniser heard, for the trace (may differ from ``text`` when a synonym matched)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hangup:
-    """The call ended: the caller hung up, the daemon ended it, or it failed."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """The caller began to speak (the words follow when the recogniser has decided)."""
-
-
-CallEvent = Digit | Words | Hangup
-"""What :meth:`Call.next_event` gives a flow."""
-
-Heard = Digit | Words | SpeechStarted
-"""What :meth:`Call.hear` takes: everything the caller does, from any source."""
 
 KeyHook = Callable[[str, str], bool]
 """Sees each key (key, source) before the call does; True when it took the key (a recording's stop key)."""
@@ -111,7 +75,7 @@ class Call:
         self._media = media
         self._control = control
         self._speech = speech
-        self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[FlowInput] = asyncio.Queue()
         self._playing: asyncio.Future[PlayOutcome] | None = None
         self._barge_in = False
         self._ended = asyncio.Event()
@@ -175,8 +139,9 @@ class Call:
         """Whether words in ``language`` can be heard on this call (a recogniser for it is loaded)."""
         return self._speech is not None and self._speech.recognises(language)
 
-    async def next_event(self, timeout: float | None = None) -> CallEvent | None:
-        """The next thing the caller did (a digit, a hang-up); ``None`` after ``timeout`` seconds of nothing."""
+    async def next_event(self, timeout: float | None = None) -> FlowInput | None:
+        """The next thing the caller did (a key, words, the end of the call); ``None`` after ``timeout`` seconds of
+        nothing."""
         if not self._events.empty():
             return self._events.get_nowait()  # wait_for(..., 0) would cancel the get before it runs (3.11)
         if timeout is not None and timeout <= 0:
@@ -195,26 +160,26 @@ class Call:
 
     # ---- fed by the call controller -------------------------------------------------------------------------------
 
-    def hear(self, event: Heard) -> None:
+    def hear(self, event: CallerInput) -> None:
         """The one entry for what the caller does: a key (any source), speech starting, or words. A key goes to
         :attr:`key_hook` first; a key or words are queued for :meth:`next_event` and end a barge-in prompt, and so
         does speech starting."""
         if self._ended.is_set():
             return
-        if isinstance(event, Digit):
+        if isinstance(event, KeyPressed):
             hook = self.key_hook
             if hook is not None and hook(event.key, event.source):
                 return
             self._events.put_nowait(event)
             self.digits_by_source[event.source] = self.digits_by_source.get(event.source, 0) + 1
-        elif isinstance(event, Words):
+        elif isinstance(event, WordsHeard):
             self._events.put_nowait(event)
             self.words_heard += 1
         self._barge()
 
     def key(self, key: str, source: str = "rfc4733") -> None:
-        """A key press (the media stream's and SIP INFO's callback): ``hear(Digit(key, source))``."""
-        self.hear(Digit(key, source))
+        """A key press (the media stream's and SIP INFO's callback): ``hear(KeyPressed(key, source))``."""
+        self.hear(KeyPressed(key, source))
 
     def _barge(self) -> None:
         future = self._playing
@@ -233,6 +198,6 @@ class Call:
             future.set_result(PlayOutcome.HANGUP)
         self._playing = None
         self._ended.set()
-        self._events.put_nowait(Hangup(reason))
+        self._events.put_nowait(CallHungUp(reason))
         if self._speech is not None:
             self._speech.listen(self, "", ())

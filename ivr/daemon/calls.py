@@ -56,7 +56,7 @@ from ivr.sip.sdp import SdpError
 from ivr.sip.uri import SipURI
 from ivr.speech.calls import SpeechService
 
-__all__ = ["ActiveCall", "CallController", "DialOutcome", "PlacedCall", "QueueLegHooks", "user_of"]
+__all__ = ["ActiveCall", "CallController", "DialOutcome", "PlacedCall", "QueueLegHooks", "dial_result", "user_of"]
 
 log = structlog.get_logger("ivr.calls")
 
@@ -64,6 +64,20 @@ Direction = Literal["inbound", "outbound"]
 DialResult = Literal["answered", "busy", "no_answer", "rejected", "failed"]
 BUSY_STATUSES = frozenset((486, 600))
 NO_ANSWER_STATUSES = frozenset((408, 480, 487))
+"""408 from a proxy, 480 Temporarily Unavailable, 487 after our CANCEL."""
+REJECTED_STATUSES = frozenset((403, 603, 607, 608))
+"""Forbidden, Decline, Unwanted, Rejected: the called side said no."""
+
+
+def dial_result(status: int | None) -> DialResult:
+    """How a placed call that was not answered ended, by its final status (None: no response at all, timer B)."""
+    if status in BUSY_STATUSES:
+        return "busy"
+    if status in NO_ANSWER_STATUSES:
+        return "no_answer"
+    if status in REJECTED_STATUSES:
+        return "rejected"
+    return "failed"
 
 
 @dataclass(eq=False)
@@ -478,26 +492,17 @@ class CallController:
                 self.endpoint.hangup(event.leg)
                 self.flush()
                 return
-            config = self.endpoint.config
             active = self._start_call(event.leg, placed.media, placed.route, "outbound", caller=placed.number,
                                       dialled=placed.number, variables=placed.variables)  # fmt: skip
             placed.active = active
             self.records.answered(event.leg.call_id, placed.variables["caller_id"], placed.number,
-                                  extra={"direction": "outbound", "from": f"{config.host}:{config.port}"})  # fmt: skip
+                                  extra={"direction": "outbound"})  # fmt: skip
             self._settle(placed, "answered", event.response.status, event.response.reason)
             self._run(active)
             return
         placed.media.close()
         status = event.status
-        if status in BUSY_STATUSES:
-            result: DialResult = "busy"
-        elif status in NO_ANSWER_STATUSES or status is None:
-            result = "no_answer"
-        elif status is not None and 400 <= status < 700 and status not in (403, 603, 404, 484, 410):
-            result = "failed"
-        else:
-            result = "rejected"
-        self._settle(placed, result, status, f"{event.reason}" + (f" {status}" if status is not None else ""))
+        self._settle(placed, dial_result(status), status, f"{event.reason}" + (f" {status}" if status else ""))
         log.info("placed call not answered", call_id=event.leg.call_id, status=status, reason=str(event.reason))
 
     # ---- in the call ----

@@ -5,6 +5,10 @@ pause); :meth:`PromptLibrary.compose` joins them into one :class:`~ivr.media.pro
 talk-spurt. Nothing is synthesised during a call: :meth:`PromptLibrary.prepare` does it all when flows load, in worker
 threads (espeak-ng runs as a subprocess, so threads overlap it), with a disk cache keyed by text and voice so a
 restart or a reload of unchanged text costs nothing.
+
+One of three prompt modules, each with its own job: this one does the preparing (the only one that runs espeak-ng
+and keeps a cache); :mod:`ivr.flows.prompt_sources` only says where a flow's prompt comes from (a
+``PromptSource``), and :mod:`ivr.media.prompts` is the audio it produces (``Prompt``, ``load_prompt``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from ivr.flows.prompts import PromptSource, espeak_argv
+from ivr.flows.prompt_sources import PromptSource, espeak_argv
 from ivr.flows.runtime import AudioPart
 from ivr.media import g711
 from ivr.media.prompts import SAMPLE_RATE, Prompt, PromptError, load_prompt

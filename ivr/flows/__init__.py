@@ -18,7 +18,7 @@ from ivr.flows.loader import (
     load_flow_tree,
 )
 from ivr.flows.model import Flow, parse_duration
-from ivr.flows.prompts import PromptMissing, PromptSource, resolve_prompt
+from ivr.flows.prompt_sources import PromptMissing, PromptSource, resolve_prompt
 from ivr.flows.schema import flow_json_schema
 
 __all__ = [

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from ivr.flows.loader import LoadedFlow, Loc, Problem
 from ivr.flows.model import (
     BranchNode,
     CollectNode,
@@ -39,7 +38,8 @@ from ivr.flows.model import (
     SubflowNode,
 )
 from ivr.flows.numbers import LANGUAGES as SPOKEN_NUMBER_LANGUAGES
-from ivr.flows.prompts import source_in
+from ivr.flows.problems import LoadedFlow, Loc, Problem
+from ivr.flows.prompt_sources import source_in
 from ivr.flows.templates import BUILTIN_NAMES, has_template, variables_in
 
 __all__ = ["check_flow", "reachable_nodes"]

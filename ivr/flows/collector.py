@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from ivr.flows.digits import entry_problem, mask
+from ivr.flows.entries import entry_problem, mask
 from ivr.flows.model import CollectNode
 
 __all__ = ["CollectOutcome", "DigitCollector"]

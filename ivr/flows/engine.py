@@ -32,7 +32,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from ivr.flows.calendar import Calendar, calendar_status, time_zone
 from ivr.flows.collector import CollectOutcome, DigitCollector
 from ivr.flows.conditions import choose_branch
-from ivr.flows.digits import mask
+from ivr.flows.entries import mask
 from ivr.flows.loader import FlowTree, LoadedFlow
 from ivr.flows.model import (
     BranchNode,
@@ -59,15 +59,15 @@ from ivr.flows.model import (
 from ivr.flows.numbers import LANGUAGES as NUMBER_LANGUAGES
 from ivr.flows.numbers import say as say_words
 from ivr.flows.numbers import vocabulary
-from ivr.flows.prompts import PromptMissing, PromptSource, resolve_prompt
+from ivr.flows.prompt_sources import PromptMissing, PromptSource, resolve_prompt
 from ivr.flows.runtime import (
     AudioPart,
-    CallEnded,
+    CallHungUp,
     FlowCall,
     Handoff,
     HttpClient,
     HttpError,
-    KeyPress,
+    KeyPressed,
     ListensForWords,
     PlayResult,
     PromptPlayer,
@@ -75,7 +75,7 @@ from ivr.flows.runtime import (
     TraceEvent,
     TraceKind,
     TraceSink,
-    WordHeard,
+    WordsHeard,
 )
 from ivr.flows.templates import BUILTIN_NAMES, TemplateProblem, call_context, plain_data, render, variables_in
 
@@ -522,11 +522,11 @@ class FlowEngine(Generic[P, C]):
                 if run.call.ended:
                     raise _CallerGone("caller hung up")
                 return None
-            if isinstance(event, KeyPress):
-                return _Input(key=str(event.key))
-            if isinstance(event, WordHeard):
-                return _Input(word=str(event.text))
-            if isinstance(event, CallEnded) or run.call.ended:
+            if isinstance(event, KeyPressed):
+                return _Input(key=event.key)
+            if isinstance(event, WordsHeard):
+                return _Input(word=event.text)
+            if isinstance(event, CallHungUp) or run.call.ended:
                 raise _CallerGone(f"caller hung up ({getattr(event, 'reason', 'ended')})")
             self._trace(run, "error", {"error": f"unknown call event ignored: {type(event).__name__}"})
 

@@ -3,8 +3,9 @@
 The engine (:mod:`ivr.flows.engine`) knows no SIP and no media (ARCHITECTURE.md rule 2). It drives:
 
 - a :class:`FlowCall` — the caller: play audio, hear keys (and words), hang up. ``ivr.call.Call`` fits it as it is:
-  its ``PlayOutcome`` values are :class:`PlayResult`'s, its ``Digit``/``Hangup`` events have the ``key``/``reason``
-  the engine reads;
+  its ``PlayOutcome`` values are :class:`PlayResult`'s, and its ``next_event`` gives the :data:`FlowInput` values
+  defined here (:class:`KeyPressed`, :class:`WordsHeard`, :class:`CallHungUp`), the same ones fakes and the simulator
+  use; ``Call.hear`` takes :data:`CallerInput` (keys, words and :class:`SpeechBegan`);
 - a :class:`PromptPlayer` — turns a list of :class:`AudioPart` (resolved prompts, spoken number words, pauses) into
   one playable value of the daemon's type ``P`` (``ivr.media.prompts.Prompt``). All audio is made at load: composing
   only concatenates;
@@ -29,7 +30,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, runtime_checkable
 
 from ivr.flows.model import parse_duration
-from ivr.flows.prompts import PromptSource
+from ivr.flows.prompt_sources import PromptSource
 
 if TYPE_CHECKING:
     import aiohttp
@@ -37,30 +38,30 @@ if TYPE_CHECKING:
 __all__ = [
     "AiohttpClient",
     "AudioPart",
-    "CallEnded",
-    "DigitEvent",
+    "CallHungUp",
+    "CallerInput",
     "FixtureHttpClient",
     "FixtureResponse",
     "FlowCall",
+    "FlowInput",
     "Handoff",
     "HandoffResult",
-    "HangupEvent",
     "HttpClient",
     "HttpError",
     "HttpRequest",
     "HttpResult",
-    "KeyPress",
+    "KeyPressed",
     "ListensForWords",
     "PlayResult",
     "PromptPlayer",
     "RecordResult",
     "Recorder",
+    "SpeechBegan",
     "TraceEvent",
     "TraceKind",
     "TraceLog",
     "TraceSink",
-    "WordEvent",
-    "WordHeard",
+    "WordsHeard",
     "loop_wall_clock",
 ]
 
@@ -85,52 +86,47 @@ class PlayResult(StrEnum):
     """The call ended while playing."""
 
 
-@runtime_checkable
-class KeyPress(Protocol):
-    """A key the caller pressed (``ivr.call.Digit`` fits)."""
-
-    @property
-    def key(self) -> str: ...
-
-
-@runtime_checkable
-class WordHeard(Protocol):
-    """Something the caller said, as recognised text (the speech issue delivers these)."""
-
-    @property
-    def text(self) -> str: ...
-
-
-@runtime_checkable
-class CallEnded(Protocol):
-    """The call ended (``ivr.call.Hangup`` fits)."""
-
-    @property
-    def reason(self) -> str: ...
-
-
 @dataclass(frozen=True, slots=True)
-class DigitEvent:
-    """A key press, for fakes and the simulator."""
+class KeyPressed:
+    """A key the caller pressed, delivered once per press, however it came (``source``: ``"rfc4733"``,
+    ``"inband"`` or ``"info"``, as ``ivr.media.digits.DigitSource`` names them)."""
 
     key: str
-    source: str = "test"
+    source: str = "rfc4733"
 
 
 @dataclass(frozen=True, slots=True)
-class WordEvent:
-    """A recognised word or phrase (``text``), optionally with the language it was recognised in."""
+class WordsHeard:
+    """Something the caller said, recognised against the current menu's words: ``text`` is the matched phrase
+    (empty when the recogniser heard speech but none of the words: a no-match for the menu)."""
 
     text: str
-    language: str | None = None
-    confidence: float | None = None
+    confidence: float = 0.0
+    language: str = ""
+    """The language it was recognised in (empty: not said)."""
+    heard: str = ""
+    """What the recogniser heard, for the trace (may differ from ``text`` when a synonym matched)."""
 
 
 @dataclass(frozen=True, slots=True)
-class HangupEvent:
-    """The call ended."""
+class SpeechBegan:
+    """The caller began to speak (the :class:`WordsHeard` follow when the recogniser has decided). It stops a
+    barge-in prompt and is not queued for ``next_event``. Not ``ivr.speech.vad.SpeechStarted``, the endpointer's
+    event that leads to it."""
 
-    reason: str = "caller"
+
+@dataclass(frozen=True, slots=True)
+class CallHungUp:
+    """The call ended: the caller hung up, the daemon ended it, or it failed (``reason`` says which)."""
+
+    reason: str
+
+
+CallerInput = KeyPressed | WordsHeard | SpeechBegan
+"""What the caller does, from any source: what ``ivr.call.Call.hear`` takes."""
+
+FlowInput = KeyPressed | WordsHeard | CallHungUp
+"""What a flow hears from its call: what :meth:`FlowCall.next_event` gives (the end of the call last)."""
 
 
 class FlowCall(Protocol[P_contra]):
@@ -153,7 +149,7 @@ class FlowCall(Protocol[P_contra]):
         for :meth:`next_event`; a key already queued when a barge-in prompt starts skips the prompt."""
         ...
 
-    async def next_event(self, timeout: float | None) -> KeyPress | WordHeard | CallEnded | None:
+    async def next_event(self, timeout: float | None) -> FlowInput | None:
         """The next key, word or end of the call; ``None`` after ``timeout`` seconds (on the loop's clock) of
         nothing. Keys pressed while a prompt played are queued, never lost."""
         ...

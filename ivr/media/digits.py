@@ -3,10 +3,14 @@
 A press is announced once, as soon as it is known (the first telephone-event packet of the press, or the moment
 the in-band detector has seen the tone long enough), so that a prompt can be stopped at once (barge-in). Its
 length is not known yet then: the same object is updated in place while the press goes on, and ``ended`` turns
-True, with the final ``duration_ms``, when the key is released (RFC 4733 end packet, end of the tone). A Call
-that queues the event at the start therefore holds the full figures by the time anyone reads them after the
-press. Presses delivered complete (SIP INFO: ``Signal=`` and ``Duration=`` arrive together) are built with
+True, with the final ``duration_ms``, when the key is released (RFC 4733 end packet, end of the tone). A listener
+that keeps the event at the start (the bridge, a test) therefore holds the full figures by the time it reads them
+after the press. Presses delivered complete (SIP INFO: ``Signal=`` and ``Duration=`` arrive together) are built with
 ``ended=True``.
+
+This is the media's view of a press. A flow hears only the key and its source, as ``ivr.flows.runtime.KeyPressed``
+(the call controller turns one into the other through ``Call.key``); a ``collect`` node's whole entry, its
+checksums and masking, are ``ivr.flows.entries``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ frames that ``MediaStream.play()`` sends unchanged; nothing about a prompt is co
 
 Loading reads the file and resamples it: it blocks for as long as that takes. Load at start-up, or run
 ``PromptCache.load`` in an executor when reloading under traffic.
+
+One of three prompt modules, each with its own job: this one is the audio (a ``Prompt`` and loading one file into
+it), and knows nothing of flows; :mod:`ivr.flows.prompt_sources` says where a flow's prompt comes from (a recording
+or text, in which language); :mod:`ivr.daemon.prompt_library` prepares every flow's prompts before the first call
+(synthesis, the disk cache, composing) and hands out ``Prompt`` values.
 """
 
 from __future__ import annotations

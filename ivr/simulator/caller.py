@@ -54,17 +54,18 @@ from ivr.sip.sdp import PCMA, PCMU, Codec, NegotiatedMedia, SdpError
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uri import SipURI
 
-__all__ = ["CallFailed", "SimCaller", "SimCallerError", "Transfer", "attached_data"]
+__all__ = ["CallFailed", "ObservedTransfer", "SimCaller", "SimCallerError", "attached_data"]
 
 CODECS: dict[str, Codec] = {"PCMU": PCMU, "PCMA": PCMA}
 PressMethod = Literal["rfc4733", "info", "inband"]
 
 
 @dataclass(frozen=True, slots=True)
-class Transfer:
-    """The daemon handed this call on: by REFER to this caller (``method`` "refer": the target and the headers
-    embedded in the Refer-To) or by calling a queue endpoint itself (``method`` "bridge": the INVITE's headers).
-    ``data`` is what the headers carry: User-to-User decoded, and ``X-IVR-<Key>`` headers as ``key``."""
+class ObservedTransfer:
+    """A handoff as the simulated side saw it: the daemon handed this call on, by REFER to this caller (``method``
+    "refer": the target and the headers embedded in the Refer-To) or by calling a queue endpoint itself (``method``
+    "bridge": the INVITE's headers). ``data`` is what the headers carry: User-to-User decoded, and ``X-IVR-<Key>``
+    headers as ``key``. Not ``ivr.sip.leg.Transfer``, the SIP core's REFER in progress on the transferor's side."""
 
     target: str
     headers: tuple[tuple[str, str], ...]
@@ -160,7 +161,7 @@ class SimCaller:
         """How the current (or last) call ended."""
         self.last_audio_at = 0.0
         """When (on the loop's clock) the last audio payload arrived."""
-        self.transfers: list[Transfer] = []
+        self.transfers: list[ObservedTransfer] = []
         """Transfers the daemon asked for in the current call, in order."""
         self.answers: int | None = None
         """How this phone answers a call placed to it: None refuses every call (486, a caller takes no calls),
@@ -443,7 +444,7 @@ class SimCaller:
         except SipError as exc:
             endpoint.reject_refer(event.leg, event.request, 400, exc.reason)
             return
-        self.transfers.append(Transfer(target.uri, target.headers, attached_data(target.headers), "refer"))
+        self.transfers.append(ObservedTransfer(target.uri, target.headers, attached_data(target.headers), "refer"))
         endpoint.accept_refer(event.leg, event.request)
         endpoint.notify_refer(event.leg, event.request, self.transfer_result)
 

@@ -40,10 +40,10 @@ from ivr.daemon.calls import DialOutcome
 from ivr.daemon.routes import FlowRoute
 from ivr.daemon.server import IvrServer
 from ivr.flows.loader import FlowError, FlowTree, Problem
-from ivr.flows.prompts import PromptSource, espeak_argv
+from ivr.flows.prompt_sources import PromptSource, espeak_argv
 from ivr.flows.runtime import AiohttpClient, FixtureHttpClient, FixtureResponse, HttpResult, TraceEvent, loop_wall_clock
 from ivr.media.prompts import Prompt, PromptError, load_prompt
-from ivr.simulator.caller import CallFailed, SimCaller, SimCallerError, Transfer
+from ivr.simulator.caller import CallFailed, ObservedTransfer, SimCaller, SimCallerError
 from ivr.simulator.catalog import Heard, PromptCatalog
 from ivr.simulator.queue_endpoint import SimQueueEndpoint
 from ivr.simulator.scenario import PressMethod, Step, parse_step
@@ -129,6 +129,9 @@ class IvrLab:
         }
         if virtual:
             overrides["sip.listen"] = "127.0.0.1:5060"
+            # The virtual network carries datagrams only; a TCP listener would be a real socket on the machine's
+            # port 5060 (two labs, or a running daemon, would collide).
+            overrides["sip.transports"] = ["udp"]
             overrides["media.rtp_ports"] = "20000-20999"
         else:
             overrides["sip.listen"] = f"127.0.0.1:{_free_port()}"
@@ -281,7 +284,7 @@ class IvrLab:
             await phone.wait_call(timeout)
         return outcome, call
 
-    def resolve(self, transfer: Transfer) -> Transfer:
+    def resolve(self, transfer: ObservedTransfer) -> ObservedTransfer:
         """Name the queue a transfer went to (by its URI) and read its data as that queue's headers say."""
         server = self._require_server()
         try:
@@ -408,7 +411,7 @@ class SimulatedCall:
             )
         return found
 
-    def transfers(self) -> list[Transfer]:
+    def transfers(self) -> list[ObservedTransfer]:
         """Handoffs of this call so far: REFERs this caller got, then INVITEs the simulated ACDs got."""
         found = list(self.caller.transfers)
         lab = self._lab

@@ -1,9 +1,9 @@
 """A simulated queue endpoint (a contact-centre ACD) for bridged handoffs: a UAS on the daemon's own SIP code.
 
 It answers the daemon's INVITE (or refuses it with a chosen status, to test the flow's failure path), keeps each
-call's Request-URI, headers and the data they carry (:class:`~ivr.simulator.caller.Transfer`, method "bridge"),
-and runs the call's audio: it sends a tone (the agent speaking) and counts what it receives (the caller, relayed
-by the daemon). The lab binds one at each bridged queue's address on the virtual network.
+call's Request-URI, headers and the data they carry (:class:`~ivr.simulator.caller.ObservedTransfer`, method
+"bridge"), and runs the call's audio: it sends a tone (the agent speaking) and counts what it receives (the caller,
+relayed by the daemon). The lab binds one at each bridged queue's address on the virtual network.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ivr.daemon.media_session import EphemeralPorts, MediaPolicy, MediaSession, 
 from ivr.daemon.sip_driver import SipDriver
 from ivr.media.clock import MediaClock
 from ivr.media.prompts import Prompt
-from ivr.simulator.caller import Transfer, attached_data
+from ivr.simulator.caller import ObservedTransfer, attached_data
 from ivr.sip.endpoint import CallEnded, EndpointConfig, IncomingCall, Leg, Output, ReInvite, SipEndpoint
 from ivr.sip.sdp import SdpError
 
@@ -47,7 +47,7 @@ class SimQueueEndpoint:
         self._sessions: MediaSessions | None = None
         self._driver = SipDriver(None, self._on_event)
         self._media: dict[Leg, MediaSession] = {}
-        self.calls: list[Transfer] = []
+        self.calls: list[ObservedTransfer] = []
         self.frames_received: dict[str, int] = {}
         """Audio frames received per call (Call-ID)."""
         self.ended: list[str] = []
@@ -88,7 +88,7 @@ class SimQueueEndpoint:
     def _incoming(self, endpoint: SipEndpoint, leg: Leg) -> None:
         invite = leg.invite
         headers = tuple((name, value) for name, value in invite.headers)
-        self.calls.append(Transfer(str(invite.uri), headers, attached_data(headers), "bridge"))
+        self.calls.append(ObservedTransfer(str(invite.uri), headers, attached_data(headers), "bridge"))
         if self.answer >= 300 or self._sessions is None:
             endpoint.reject(leg, self.answer)
             return

@@ -3,9 +3,10 @@
 The flow engine tells a :class:`~ivr.call.Call` which words its current menu accepts (``expect_words``); the call
 asks its :class:`CallListening`, which attaches a :class:`~ivr.speech.listener.SpeechListener` to the call's media
 stream (VAD-gated: only speech reaches the decoder) with a grammar of those words. What it hears comes back to the
-call as :class:`~ivr.call.Words` events, like keys: speech start barges into a barge-in prompt, a recognised word
-is a choice, speech that matches none of the words (out of grammar, low confidence) is a no-match for the menu, and
-silence is left to the menu's own no-input timer. Keys keep working throughout, and whichever comes first wins.
+call as :class:`~ivr.flows.runtime.WordsHeard` events, like keys: speech start (``SpeechBegan``) barges into a
+barge-in prompt, a recognised word is a choice, speech that matches none of the words (out of grammar, low
+confidence) is a no-match for the menu, and silence is left to the menu's own no-input timer. Keys keep working
+throughout, and whichever comes first wins.
 
 A language without a recogniser (Bulgarian, unless an engine for it is configured) listens to nothing.
 """
@@ -17,7 +18,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from ivr.call import Call, SpeechStarted, Words
+from ivr.call import Call
+from ivr.flows.runtime import SpeechBegan, WordsHeard
 from ivr.media.stream import MediaStream
 from ivr.speech.config import SpeechSettings
 from ivr.speech.grammar import Grammar, GrammarError
@@ -106,7 +108,7 @@ class CallListening:
                 listener, keyword, text, confidence, alternatives
             ),
             on_no_match=lambda reason: self._no_match(listener, reason),
-            on_speech_started=lambda: call.hear(SpeechStarted()),
+            on_speech_started=lambda: call.hear(SpeechBegan()),
         )
         self._listener = listener
         self._stream.add_audio_consumer(listener.feed)
@@ -132,7 +134,7 @@ class CallListening:
         self._stop()
         self._service.recognised += 1
         language = self._grammar.language if self._grammar is not None else ""
-        self._call.hear(Words(keyword, confidence, language, text))
+        self._call.hear(WordsHeard(keyword, confidence, language, text))
 
     def _no_match(self, listener: SpeechListener, reason: str) -> None:
         if listener is not self._listener or self._call is None:
@@ -141,7 +143,7 @@ class CallListening:
         if reason in _NO_MATCH_FOR_THE_MENU:
             self._service.rejected += 1
             language = self._grammar.language if self._grammar is not None else ""
-            self._call.hear(Words("", 0.0, language, reason))
+            self._call.hear(WordsHeard("", 0.0, language, reason))
             return
         # Nobody spoke yet, a noise, or a decoder error: keep listening; the menu's timer decides no-input.
         engine = self._service.engine

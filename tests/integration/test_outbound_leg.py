@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from ivr.daemon.calls import DialOutcome
+from ivr.daemon.calls import DialOutcome, dial_result
 from ivr.simulator.lab import IvrLab
 from ivr.simulator.virtual import run_virtual
 
@@ -143,3 +143,10 @@ def test_a_phone_that_never_answers_is_cancelled_after_the_answer_timeout(tmp_pa
     assert outcome.result == "no_answer" and outcome.status == 408
     assert 10.0 <= waited < 10.5
     assert freed < 33.0
+
+
+def test_each_final_status_of_a_placed_call_has_one_outcome() -> None:
+    assert [dial_result(s) for s in (486, 600)] == ["busy", "busy"]
+    assert [dial_result(s) for s in (408, 480, 487)] == ["no_answer"] * 3
+    assert [dial_result(s) for s in (403, 603, 607, 608)] == ["rejected"] * 4
+    assert [dial_result(s) for s in (None, 404, 484, 500, 503, 488)] == ["failed"] * 6

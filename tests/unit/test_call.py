@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ivr.call import Call, Digit, Hangup, PlayOutcome
+from ivr.call import Call, PlayOutcome
+from ivr.flows.runtime import CallHungUp, KeyPressed
 from ivr.media.prompts import Prompt
 
 
@@ -67,7 +68,7 @@ async def test_key_during_barge_in_prompt_stops_it_and_is_not_lost() -> None:
     call.key("5")
     assert await task is PlayOutcome.BARGED_IN
     assert media.stops == 1
-    assert await call.next_event(0.1) == Digit("5", "rfc4733")
+    assert await call.next_event(0.1) == KeyPressed("5", "rfc4733")
 
 
 async def test_key_during_prompt_without_barge_in_waits_for_the_prompt_end() -> None:
@@ -79,7 +80,7 @@ async def test_key_during_prompt_without_barge_in_waits_for_the_prompt_end() -> 
     assert not task.done()
     media.finish()
     assert await task is PlayOutcome.COMPLETED
-    assert await call.next_event(0.1) == Digit("7", "info")
+    assert await call.next_event(0.1) == KeyPressed("7", "info")
     assert call.digits_by_source == {"info": 1}
 
 
@@ -96,7 +97,7 @@ async def test_hangup_during_prompt_returns_hangup_and_queues_the_event() -> Non
     await asyncio.sleep(0)
     call._end("remote_bye")
     assert await task is PlayOutcome.HANGUP
-    assert await call.next_event(0.1) == Hangup("remote_bye")
+    assert await call.next_event(0.1) == CallHungUp("remote_bye")
     assert await call.play(PROMPT) is PlayOutcome.HANGUP
     call.key("1")
     assert await call.next_event(0.01) is None  # no digits after the end
@@ -117,5 +118,5 @@ async def test_next_event_times_out_with_none() -> None:
 async def test_next_event_with_zero_timeout_returns_what_is_waiting() -> None:
     call, _, _ = make_call()
     call.key("9")
-    assert await call.next_event(0) == Digit("9", "rfc4733")
+    assert await call.next_event(0) == KeyPressed("9", "rfc4733")
     assert await call.next_event(0) is None

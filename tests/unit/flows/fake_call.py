@@ -22,14 +22,14 @@ from ivr.flows.engine import CallOutcome, FlowEngine
 from ivr.flows.loader import FlowTree, load_flow_tree
 from ivr.flows.runtime import (
     AudioPart,
-    DigitEvent,
+    CallHungUp,
     FixtureHttpClient,
     HandoffResult,
-    HangupEvent,
+    KeyPressed,
     PlayResult,
     RecordResult,
     TraceLog,
-    WordEvent,
+    WordsHeard,
 )
 
 # ---- audio --------------------------------------------------------------------------------------------------------
@@ -179,14 +179,14 @@ class FakeCall:
         if self._ended.is_set():
             return
         self.sent.append((self.now(), key))
-        self._events.put_nowait(DigitEvent(key))
+        self._events.put_nowait(KeyPressed(key, "test"))
         self._barge()
 
     def _word(self, text: str) -> None:
         if self._ended.is_set():
             return
         self.sent.append((self.now(), f"word:{text}"))
-        self._events.put_nowait(WordEvent(text))
+        self._events.put_nowait(WordsHeard(text))
         self._barge()
 
     def _barge(self) -> None:
@@ -198,7 +198,7 @@ class FakeCall:
             return
         self.caller_hung_up_at = self.now()
         self._end(PlayResult.HANGUP)
-        self._events.put_nowait(HangupEvent("caller"))
+        self._events.put_nowait(CallHungUp("caller"))
 
     def _end(self, result: PlayResult) -> None:
         self._ended.set()

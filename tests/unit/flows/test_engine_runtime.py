@@ -18,7 +18,7 @@ from virtual_loop import VirtualDeadlock, run_virtual
 from ivr.call import Call, PlayOutcome
 from ivr.flows.engine import FlowEngine
 from ivr.flows.loader import load_flow_tree
-from ivr.flows.prompts import PromptSource
+from ivr.flows.prompt_sources import PromptSource
 from ivr.flows.runtime import (
     AudioPart,
     FixtureHttpClient,

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ivr.flows.conditions import choose_branch, value_matches
-from ivr.flows.digits import bulstat_valid, egn_birth_date, egn_valid, entry_problem, luhn_valid, mask
+from ivr.flows.entries import bulstat_valid, egn_birth_date, egn_valid, entry_problem, luhn_valid, mask
 from ivr.flows.model import BranchNode, CollectNode, ValueTest
-from ivr.flows.prompts import PromptMissing, espeak_argv, resolve_prompt
+from ivr.flows.prompt_sources import PromptMissing, espeak_argv, resolve_prompt
 from ivr.flows.templates import TemplateProblem, call_context, evaluate, plain_data, render, variables_in
 from tests.unit.flows.flowtext import HEADER, flow_text, load_ok, write
 

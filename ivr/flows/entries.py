@@ -1,4 +1,6 @@
-"""Digit entries: the checksums a ``collect`` node can demand, judging an entry, and masking sensitive digits.
+"""Digit entries (what a ``collect`` node gathers): the checksums it can demand, judging an entry, and masking
+sensitive digits. A single key press is ``ivr.flows.runtime.KeyPressed`` to a flow (and ``ivr.media.digits``'
+``DigitEvent`` in the media).
 
 Checksums:
   ``luhn``    payment cards and many account numbers (ISO/IEC 7812).

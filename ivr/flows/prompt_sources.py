@@ -7,8 +7,13 @@ For prompt ``name`` in language ``lang`` the first of these that exists wins:
 3. the text written for that language (synthesised once at load with ``espeak-ng -v <voice>``).
 
 If none exists in ``lang``, the same search runs in the flow's fallback language: the caller hears the fallback
-language rather than silence, and ``ivr validate`` lists the gap as a warning. This module only resolves; loading
-and encoding the audio is ``ivr.media.prompts``'s job.
+language rather than silence, and ``ivr validate`` lists the gap as a warning.
+
+One of three prompt modules, each with its own job: this one only says where a flow's prompt comes from (a
+:class:`PromptSource`, and the ``espeak-ng`` command line for text), with no audio and no I/O beyond looking for
+files; :mod:`ivr.daemon.prompt_library` turns sources into audio before the first call (synthesis, decoding, the
+disk cache, composing a node's parts); :mod:`ivr.media.prompts` is the audio itself (``Prompt``: decoded,
+resampled and G.711-encoded frames, ``load_prompt``, ``PromptCache``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from ivr.flows.loader import LoadedFlow
 from ivr.flows.model import PromptFile, PromptText
+from ivr.flows.problems import LoadedFlow
 
 __all__ = ["AUDIO_SUFFIXES", "PromptMissing", "PromptSource", "espeak_argv", "resolve_prompt", "source_in"]
 
