@@ -435,13 +435,13 @@ class IvrServer:
 
     def drain(self) -> None:
         """Stop taking new calls (503 to INVITE and OPTIONS); calls in progress carry on."""
-        if self.endpoint.config.accepting:
+        if self.endpoint.accepting:
             log.info("draining", active_calls=len(self.calls))
-        self.endpoint.config.accepting = False
+        self.endpoint.accepting = False
 
     @property
     def draining(self) -> bool:
-        return not self.endpoint.config.accepting
+        return not self.endpoint.accepting
 
     def flows(self) -> list[dict[str, object]]:
         return self.routes.describe()

@@ -1,14 +1,15 @@
-"""The one driver of a sans-I/O :class:`~ivr.sip.endpoint.SipEndpoint`: sockets and timers, nothing else.
+"""The one driver of a sans-I/O :class:`~ivr.sip.endpoint.SipEndpoint`: sockets and one timer, nothing else.
 
-Datagrams (UDP) and framed stream messages (TCP) go into the endpoint with their source; after every input, every
-timer and every verb the owner calls on the endpoint, :meth:`SipDriver.flush` drains the endpoint's outputs: bytes
-are sent, timers are armed or cleared on the event loop's clock (so virtual time drives them too), and every other
-output (a call event) goes to the owner's ``on_event``. The daemon, the simulated caller and the simulated queue
-endpoint all run on this driver; the daemon adds a gate (trust and per-source rate, :mod:`ivr.daemon.admission`)
-in front of the endpoint, and TCP.
+It has the shape of aioquic's asyncio driver. Datagrams (UDP) and framed stream messages (TCP) go into the endpoint
+with their source; after every input, the timer and every verb the owner calls on the endpoint,
+:meth:`SipDriver.flush` sends the endpoint's ``datagrams_to_send``, hands each ``next_event`` (a call event) to the
+owner's ``on_event``, and re-arms the driver's one ``TimerHandle`` to the endpoint's ``get_timer`` deadline, on the
+event loop's clock (so virtual time drives it too). The endpoint keeps all its transaction timers itself. The daemon,
+the simulated caller and the simulated queue endpoint all run on this driver; the daemon adds a gate (trust and
+per-source rate, :mod:`ivr.daemon.admission`) in front of the endpoint, and TCP.
 
-Timers: :class:`LoopTimers` keeps one ``TimerHandle`` per token; the upstream registration client arms its timers
-through the same class.
+:class:`LoopTimers` (one ``TimerHandle`` per token) is for the upstream registration client, whose sans-I/O machine
+still asks for its timers one by one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from ivr.sip.endpoint import ClearTimer, Output, Peer, SetTimer, SipEndpoint, Transmit
+from ivr.sip.endpoint import EndpointEvent, Peer, SipEndpoint, Transmit
 from ivr.sip.errors import SipError
 from ivr.sip.message import MAX_MESSAGE_SIZE, StreamFramer
 
@@ -88,7 +89,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class SipDriver:
-    """Runs ``endpoint`` over asyncio sockets. ``on_event`` gets every output that is not I/O; ``admit(peer)``,
+    """Runs ``endpoint`` over asyncio sockets. ``on_event`` gets every event of the endpoint; ``admit(peer)``,
     when given, decides whether a message from ``peer`` reaches the endpoint at all (a refused one costs no parse).
 
     The endpoint may be given after binding (``driver.endpoint = ...``): a simulated user agent binds port 0 and
@@ -97,7 +98,7 @@ class SipDriver:
     def __init__(
         self,
         endpoint: SipEndpoint | None,
-        on_event: Callable[[Output], None],
+        on_event: Callable[[EndpointEvent], None],
         *,
         admit: Callable[[Peer], bool] | None = None,
     ) -> None:
@@ -111,7 +112,8 @@ class SipDriver:
         self._conn_tasks: set[asyncio.Task[object]] = set()
         self._conn_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.timers = LoopTimers(self._fire)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -138,8 +140,10 @@ class SipDriver:
         self._tcp = await asyncio.start_server(self._tcp_connection, host, port, reuse_address=True)
 
     async def close(self) -> None:
-        """Cancel the timers, close every socket and connection (waiting up to 2 s for connection tasks)."""
-        self.timers.cancel_all()
+        """Cancel the timer, close every socket and connection (waiting up to 2 s for connection tasks)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -162,21 +166,25 @@ class SipDriver:
         if endpoint is None or (self._admit is not None and not self._admit(peer)):
             return
         try:
-            endpoint.receive(data, peer, now=time.time())
+            endpoint.receive(data, peer, self.loop.time(), wall_clock=time.time())  # wall clock: digest nonces
         except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
             log.warning("sip message rejected", peer=f"{peer.host}:{peer.port}", error=exc.reason)
         except Exception:
             log.exception("bug: unhandled error on a SIP message", peer=f"{peer.host}:{peer.port}")
         self.flush()
 
-    def _fire(self, token: Hashable) -> None:
+    def _handle_timer(self) -> None:
+        # asyncio may run a handle up to its clock resolution early (a virtual clock can land an ulp short): the
+        # deadline it was armed for is due all the same.
+        now = max(self.loop.time(), self._timer_at or 0.0)
+        self._timer = self._timer_at = None
         endpoint = self.endpoint
         if endpoint is None:
             return
         try:
-            endpoint.timer_fired(token)  # type: ignore[arg-type]  # only tokens the endpoint armed come here
+            endpoint.handle_timer(now)
         except Exception:
-            log.exception("bug: unhandled error in a SIP timer", token=token)
+            log.exception("bug: unhandled error in a SIP timer")
         self.flush()
 
     async def _tcp_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -214,20 +222,28 @@ class SipDriver:
     # ---- output ----
 
     def flush(self) -> None:
-        """Act on everything the endpoint has to say (call it after any verb called on the endpoint)."""
+        """Act on everything the endpoint has to say (call it after any verb called on the endpoint): send its
+        datagrams, hand its events to ``on_event`` (whose verbs are flushed in the next round), re-arm the timer."""
         endpoint = self.endpoint
         if endpoint is None:
             return
-        while outputs := endpoint.outputs():
-            for out in outputs:
-                if isinstance(out, Transmit):
-                    self.transmit(out)
-                elif isinstance(out, SetTimer):
-                    self.timers.arm(self.loop, out.token, out.delay)
-                elif isinstance(out, ClearTimer):
-                    self.timers.disarm(out.token)
-                else:
-                    self._on_event(out)
+        loop = self.loop
+        while True:
+            for out in endpoint.datagrams_to_send(loop.time()):
+                self.transmit(out)
+            # This round's events are all taken before any is handed out: a handler that flushes itself (a verb,
+            # then flush) gets what its verb caused, not the events queued behind its own.
+            events: list[EndpointEvent] = list(iter(endpoint.next_event, None))
+            if not events:
+                break
+            for event in events:
+                self._on_event(event)
+        timer_at = endpoint.get_timer()
+        if timer_at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(timer_at, self._handle_timer) if timer_at is not None else None
+            self._timer_at = timer_at
 
     def transmit(self, out: Transmit) -> None:
         """Send ``out.data`` to ``out.peer``: on the UDP socket, or the TCP connection it names (or a new one)."""

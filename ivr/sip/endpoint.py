@@ -1,12 +1,18 @@
 """The SIP user-agent core, sans-I/O: transactions and dialogs wired into one object a driver feeds.
 
-The driver (``ivr.daemon.sip_driver``) gives it datagrams / stream messages with their source
-(:meth:`SipEndpoint.receive`), fires the timers it asked for (:meth:`SipEndpoint.timer_fired`), and calls the
-application verbs (:meth:`answer`, :meth:`reject`, :meth:`hangup`, :meth:`respond`). After each call the driver drains
-:meth:`SipEndpoint.outputs`: bytes to transmit with their destination, timers to set or clear, and :class:`CallEvent`
-objects for the call controller.
-Those output types live in :mod:`ivr.sip.events`, the :class:`Leg` and its state machine in :mod:`ivr.sip.leg`; this
-module re-exports them under their old names.
+Its driver (``ivr.daemon.sip_driver``) has the shape of aioquic's ``QuicConnection`` driver. Inputs: a datagram or
+framed stream message with its source (:meth:`SipEndpoint.receive`), a broken stream connection
+(:meth:`~SipEndpoint.transport_error`), the time (:meth:`~SipEndpoint.handle_timer`), and the application verbs
+(:meth:`~SipEndpoint.answer`, :meth:`~SipEndpoint.reject`, :meth:`~SipEndpoint.hangup`, :meth:`~SipEndpoint.call`,
+:meth:`~SipEndpoint.refer` ...). After any of them the driver takes :meth:`~SipEndpoint.datagrams_to_send` (bytes with
+their destination), :meth:`~SipEndpoint.next_event` until ``None`` (:data:`EndpointEvent`: call events for the call
+controller), and re-arms its one timer to :meth:`~SipEndpoint.get_timer`.
+
+The transactions' timers (RFC 3261 17: A, B, E, F, G, H ...) live here, on the driver's clock: a transaction asks for
+a delay, :meth:`~SipEndpoint.datagrams_to_send` gives it a deadline (its ``now`` plus the delay), and
+:meth:`~SipEndpoint.handle_timer` fires those that are due. The endpoint never reads a clock.
+The event and output types live in :mod:`ivr.sip.events`, the :class:`Leg` and its state machine in
+:mod:`ivr.sip.leg`; this module re-exports them under their old names.
 
 Everything RFC 3261 says a UAS core does before a request reaches the application lives here: transaction matching
 (17.2.3), merged-request detection (8.2.2.2), Require checks (8.2.2.3), 481 for unknown dialogs (12.2.2), CANCEL
@@ -16,9 +22,10 @@ and the BYE that follows a lost ACK (13.3.1.4).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -35,6 +42,8 @@ from ivr.sip.events import (  # re-exported (see __all__): code outside ivr.sip 
     CallProgress,
     ClearTimer,
     DigitInfo,
+    EndpointEvent,
+    EndpointTimer,
     EndReason,
     IncomingCall,
     Output,
@@ -118,7 +127,6 @@ class EndpointConfig:
     port: int
     user_agent: str = "ivr"
     timers: TimerValues = field(default_factory=TimerValues)
-    accepting: bool = True  # False while draining: new INVITEs and OPTIONS get 503
     # Sources allowed to send us SIP (the softswitch, the trunk); empty: everyone. Others get 403, or nothing.
     trusted: tuple[IPv4Network | IPv6Network, ...] = ()
     untrusted_action: str = "reject"  # "reject": 403 Forbidden; "drop": no answer at all (scanners learn nothing)
@@ -149,7 +157,17 @@ _CLIENT_DONE = frozenset(
 class SipEndpoint:
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        self._outputs: list[Output] = []
+        self.accepting = True
+        """False while draining (:meth:`shutdown` too): new INVITEs and OPTIONS outside a dialog get 503."""
+        self._datagrams: list[Transmit] = []
+        self._events: deque[EndpointEvent] = deque()
+        # Timers: delays asked for since the last datagrams_to_send (in the order set), then deadlines in a heap of
+        # (deadline, serial, token). A token's live serial is in _timer_serials; a heap entry whose serial is not
+        # (the timer was cleared or set again) is stale and skipped.
+        self._timer_delays: dict[EndpointTimer, float] = {}
+        self._timer_heap: list[tuple[float, int, EndpointTimer]] = []
+        self._timer_serials: dict[EndpointTimer, int] = {}
+        self._timer_serial = itertools.count()
         self._txn_ids = itertools.count(1)
         self._server: dict[TransactionKey, _TxnEntry] = {}
         self._client: dict[TransactionKey, _TxnEntry] = {}
@@ -160,22 +178,60 @@ class SipEndpoint:
         self._recent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self.untrusted_messages = 0
         self.auth_refused = 0
-        self._now = 0.0
+        self._wall_clock = 0.0
 
     # ---- driver interface ----
 
-    def outputs(self) -> list[Output]:
-        out, self._outputs = self._outputs, []
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        """The bytes to send, with their destinations, in order. The timers asked for since the last call get their
+        deadline here: ``now`` plus their delay (``now`` on the driver's clock, the one :meth:`get_timer` answers
+        on and :meth:`handle_timer` is given)."""
+        if self._timer_delays:
+            heap, serials, serial = self._timer_heap, self._timer_serials, self._timer_serial
+            for token, delay in self._timer_delays.items():
+                serials[token] = number = next(serial)
+                heapq.heappush(heap, (now + delay, number, token))
+            self._timer_delays.clear()
+            if len(heap) > 64 and len(heap) > 2 * len(serials):  # mostly stale: cleared or set again
+                self._timer_heap = [item for item in heap if serials.get(item[2]) == item[1]]
+                heapq.heapify(self._timer_heap)
+        out, self._datagrams = self._datagrams, []
         return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of the endpoint's timers (None: none is set). Timers asked for since the last
+        :meth:`datagrams_to_send` have no deadline yet: call it first."""
+        heap, serials = self._timer_heap, self._timer_serials
+        while heap and serials.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer whose deadline is ``now`` or earlier, in deadline order (equal deadlines in the order
+        they were set). A timer cleared or set again by one that fires before it does not fire."""
+        heap, serials = self._timer_heap, self._timer_serials
+        while heap and heap[0][0] <= now:
+            _deadline, number, token = heapq.heappop(heap)
+            if serials.get(token) != number:
+                continue
+            del serials[token]
+            self._timer_fired(token)
+
+    def next_event(self) -> EndpointEvent | None:
+        """The oldest event the application has not taken yet (:data:`CallEvent`, :class:`AuthRefused`,
+        :class:`StrayResponse`), or None."""
+        return self._events.popleft() if self._events else None
 
     @property
     def legs(self) -> frozenset[Leg]:
         return frozenset(self._legs)
 
-    def receive(self, data: bytes, peer: Peer, *, now: float = 0.0) -> None:
-        """Feed one datagram (UDP) or one framed message (TCP) received from ``peer``. ``now`` is the wall clock
-        (seconds since the epoch): digest nonces carry it, so nodes that share the nonce secret agree."""
-        self._now = now
+    def receive(self, data: bytes, peer: Peer, now: float, *, wall_clock: float | None = None) -> None:
+        """Feed one datagram (UDP) or one framed message (TCP) received from ``peer`` at ``now`` (the driver's
+        clock, as everywhere). ``wall_clock`` (seconds since the epoch; default ``now``) is the clock digest nonces
+        carry: unlike the driver's monotonic clock it is the same on every node that shares the nonce secret and
+        across restarts, so a nonce one node issued verifies on another and ages the same everywhere."""
+        self._wall_clock = now if wall_clock is None else wall_clock
         if self.config.trusted and not self._trusted(peer.host):
             self.untrusted_messages += 1
             if self.config.untrusted_action == "reject":
@@ -210,7 +266,7 @@ class SipEndpoint:
             return
         self._answer_unparseable(msg, SipError(f"source {peer.host} is not trusted", status=403), peer)
 
-    def timer_fired(self, token: tuple[int, str]) -> None:
+    def _timer_fired(self, token: EndpointTimer) -> None:
         entry_id, name = token
         entry = self._by_id.get(entry_id)
         if entry is None or name not in entry.timers:
@@ -466,7 +522,7 @@ class SipEndpoint:
         if req.method == "INVITE":
             self._receive_invite(entry, req, peer)
         elif req.method == "OPTIONS":
-            status = 200 if self.config.accepting else 503
+            status = 200 if self.accepting else 503
             self._reply(entry, req, status, extra=self._capabilities())
         elif req.method == "BYE":
             self._reply(entry, req, 481, reason="RFC 3261 15.1.2: BYE outside a dialog")
@@ -489,20 +545,20 @@ class SipEndpoint:
         self._recent[tags] = branch
         while len(self._recent) > _MERGE_MEMORY:
             self._recent.popitem(last=False)
-        if not self.config.accepting:
+        if not self.accepting:
             self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
             return
         verifier = self.config.auth
         if verifier is not None and not (
             self.config.auth_trusted_skip and self.config.trusted and self._trusted(peer.host)
         ):
-            result = verifier.verify(req, self._now)
+            result = verifier.verify(req, self._wall_clock)
             if not result.ok:
                 status = result.status or 403
                 self.auth_refused += 1
                 self._reply(entry, req, status, reason=result.public_reason,
-                            extra=verifier.response_headers(result, self._now))  # fmt: skip
-                self._outputs.append(AuthRefused(req, peer, status, result.detail))
+                            extra=verifier.response_headers(result, self._wall_clock))  # fmt: skip
+                self._events.append(AuthRefused(req, peer, status, result.detail))
                 return
         content_type = req.content_type
         if req.body and content_type != ACCEPTED_BODIES:
@@ -519,7 +575,7 @@ class SipEndpoint:
         leg = Leg(invite=req, peer=peer, local_tag=secrets.token_hex(6), invite_txn=txn)
         entry.leg = leg
         self._legs.add(leg)
-        self._outputs.append(IncomingCall(leg))
+        self._events.append(IncomingCall(leg))
 
     def _receive_in_dialog(self, entry: _TxnEntry, req: Request, dialog_id: DialogId) -> None:
         leg = self._dialogs.get(dialog_id)
@@ -543,7 +599,7 @@ class SipEndpoint:
             if req.body and req.content_type != ACCEPTED_BODIES:
                 self._reply(entry, req, 415, extra=[("Accept", ACCEPTED_BODIES)])
                 return
-            self._outputs.append(ReInvite(leg, req))
+            self._events.append(ReInvite(leg, req))
         elif req.method == "OPTIONS":
             self._reply(entry, req, 200, extra=self._capabilities())
         elif req.method == "INFO":
@@ -583,7 +639,7 @@ class SipEndpoint:
         if final:
             transfer.result = status if status >= 200 else 487
             transfer.reason = reason if status >= 200 else f"subscription ended ({state.reason or 'no reason'})"
-        self._outputs.append(
+        self._events.append(
             TransferProgress(leg, transfer, transfer.result or status, transfer.reason or reason, "notify", final)
         )
 
@@ -606,7 +662,7 @@ class SipEndpoint:
             return
         entry.leg = leg
         leg.refers[req.cseq.number] = "pending"
-        self._outputs.append(ReferReceived(leg, values[0], req.headers.get("Referred-By"), req))
+        self._events.append(ReferReceived(leg, values[0], req.headers.get("Referred-By"), req))
 
     def _receive_info(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
         """DTMF by SIP INFO (application/dtmf-relay, application/dtmf); an empty INFO is a keep-alive."""
@@ -618,7 +674,7 @@ class SipEndpoint:
             return
         self._reply(entry, req, 200)
         if digit is not None and leg.state is LegState.CONFIRMED:
-            self._outputs.append(DigitInfo(leg, digit.key, digit.duration_ms))
+            self._events.append(DigitInfo(leg, digit.key, digit.duration_ms))
 
     def _receive_ack(self, req: Request, key: TransactionKey) -> None:
         entry = self._server.get(key)
@@ -640,7 +696,7 @@ class SipEndpoint:
                 self._send_bye(leg)
                 self._end(leg, leg.end_reason_wanted, None)
             else:
-                self._outputs.append(CallConfirmed(leg, req.body))
+                self._events.append(CallConfirmed(leg, req.body))
             return
         # ACK for a re-INVITE's 2xx: find that transaction by CSeq and stop its retransmissions.
         for candidate in list(self._server.values()):
@@ -679,7 +735,7 @@ class SipEndpoint:
         entry = self._client.get(key)
         if entry is None:
             # Stray (17.1.3: a retransmitted 200 for a BYE already completed...): the driver may own it (REGISTER).
-            self._outputs.append(StrayResponse(resp, peer))
+            self._events.append(StrayResponse(resp, peer))
             return
         txn = entry.txn
         assert isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction)
@@ -690,21 +746,31 @@ class SipEndpoint:
     def _run(self, entry: _TxnEntry, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                data = action.message.to_bytes()
-                self._outputs.append(Transmit(data, entry.peer))
+                self._datagrams.append(Transmit(action.message.to_bytes(), entry.peer))
             elif isinstance(action, SetTimer):
                 entry.timers.add(action.token)
-                self._outputs.append(SetTimer((entry.id, action.token), action.delay))
+                self._set_timer((entry.id, action.token), action.delay)
             elif isinstance(action, ClearTimer):
                 if action.token in entry.timers:
                     entry.timers.discard(action.token)
-                    self._outputs.append(ClearTimer((entry.id, action.token)))
+                    self._clear_timer((entry.id, action.token))
             elif isinstance(action, Deliver):
                 self._deliver(entry, action.message)
             elif isinstance(action, TimedOut):
                 self._timed_out(entry, action)
             elif isinstance(action, Terminated):
                 self._drop_entry(entry)
+
+    def _set_timer(self, token: EndpointTimer, delay: float) -> None:
+        """Ask for timer ``token`` after ``delay`` seconds (replacing it if set); it gets its deadline, and its
+        place among equal deadlines, at the next :meth:`datagrams_to_send`."""
+        self._timer_serials.pop(token, None)
+        self._timer_delays.pop(token, None)
+        self._timer_delays[token] = delay
+
+    def _clear_timer(self, token: EndpointTimer) -> None:
+        self._timer_serials.pop(token, None)
+        self._timer_delays.pop(token, None)
 
     def _deliver(self, entry: _TxnEntry, message: Message) -> None:
         if not isinstance(message, Response) or entry.leg is None:
@@ -723,12 +789,12 @@ class SipEndpoint:
             return
         if response.status < 300:
             transfer.accepted = True
-            self._outputs.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", False))
+            self._events.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", False))
             return
         transfer.result, transfer.reason = response.status, response.reason
         transfer.subscription_ended = True
         leg.transfer = None
-        self._outputs.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", True))
+        self._events.append(TransferProgress(leg, transfer, response.status, response.reason, "refer", True))
 
     def _invite_response(self, leg: Leg, response: Response) -> None:
         """A response to an INVITE we sent (the transaction already ACKed a non-2xx itself, 17.1.1.3)."""
@@ -739,7 +805,7 @@ class SipEndpoint:
                 if leg.cancel_pending:
                     self._send_cancel(leg)
                     return
-                self._outputs.append(CallProgress(leg, response))
+                self._events.append(CallProgress(leg, response))
             else:
                 leg.provisional = True
                 if leg.cancel_pending:
@@ -750,7 +816,7 @@ class SipEndpoint:
             self._end_unanswered(leg, reason, status)
             return
         if leg.ack is not None:  # a retransmitted 2xx: our ACK was lost, send it again
-            self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
+            self._datagrams.append(Transmit(leg.ack, self._request_peer(leg)))
             return
         try:
             dialog = Dialog.from_uac(leg.invite, response)
@@ -762,13 +828,13 @@ class SipEndpoint:
         ack.headers.add("User-Agent", self.config.user_agent)
         leg.ack = ack.to_bytes()
         leg.answer = response
-        self._outputs.append(Transmit(leg.ack, self._request_peer(leg)))
+        self._datagrams.append(Transmit(leg.ack, self._request_peer(leg)))
         leg.advance(LegEvent.ANSWER_RECEIVED)
         if leg.cancel_requested:
             # 2xx raced our CANCEL (9.1): the call was answered anyway; end it with a BYE.
             self._send_bye(leg)
             return
-        self._outputs.append(CallAnswered(leg, response))
+        self._events.append(CallAnswered(leg, response))
 
     def _send_cancel(self, leg: Leg) -> None:
         assert leg.client_txn is not None
@@ -813,14 +879,14 @@ class SipEndpoint:
                 transfer.result, transfer.reason = 408, "no answer to the REFER"
                 transfer.subscription_ended = True
                 leg.transfer = None
-                self._outputs.append(TransferProgress(leg, transfer, 408, transfer.reason, "timeout", True))
+                self._events.append(TransferProgress(leg, transfer, 408, transfer.reason, "timeout", True))
         elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "BYE":
             # BYE got no final response: the dialog is gone for us all the same (15.1.1).
             self._forget_dialog(leg, LegEvent.BYE_DONE)
 
     def _drop_entry(self, entry: _TxnEntry) -> None:
         for name in entry.timers:
-            self._outputs.append(ClearTimer((entry.id, name)))
+            self._clear_timer((entry.id, name))
         entry.timers.clear()
         self._by_id.pop(entry.id, None)
         key = entry.txn.key
@@ -892,7 +958,7 @@ class SipEndpoint:
             data = response.to_bytes()
         except (SipError, ValueError):
             return  # not even enough to build a response from: dropped
-        self._outputs.append(Transmit(data, dest))
+        self._datagrams.append(Transmit(data, dest))
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:
         """RFC 3261 18.2.1 received= and RFC 3581 rport= on the top Via, so responses find their way back."""
@@ -978,7 +1044,7 @@ class SipEndpoint:
             return
         leg.end_reason = reason
         self._legs.discard(leg)
-        self._outputs.append(CallEnded(leg, reason, status))
+        self._events.append(CallEnded(leg, reason, status))
 
     def _end_unanswered(self, leg: Leg, reason: EndReason, status: int | None) -> None:
         """The INVITE ended without a 2xx: we rejected it, it was cancelled, or ours failed or timed out."""
@@ -993,7 +1059,7 @@ class SipEndpoint:
 
     def shutdown(self) -> None:
         """Stop accepting calls and hang up every leg (BYE when answered, 480 when still ringing)."""
-        self.config.accepting = False
+        self.accepting = False
         for leg in list(self._legs):
             self.hangup(leg, reason=EndReason.SHUTDOWN)
 
@@ -1023,6 +1089,7 @@ __all__ = [
     "DigitInfo",
     "EndReason",
     "EndpointConfig",
+    "EndpointEvent",
     "IncomingCall",
     "Leg",
     "LegState",

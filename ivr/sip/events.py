@@ -1,13 +1,16 @@
 """What the sans-I/O SIP machines hand their driver: small immutable values, nothing that acts.
 
 * :class:`SetTimer` / :class:`ClearTimer` - the one timer action pair of ``ivr.sip``. The transactions
-  (:mod:`ivr.sip.transaction`) arm timers by name (``SetTimer[str]``, e.g. ``SetTimer("B", 32.0)``), the endpoint
-  (:mod:`ivr.sip.endpoint`) by ``(transaction serial, name)`` (``SetTimer[EndpointTimer]``) and the REGISTER client
-  (:mod:`ivr.sip.registration`) by a string. Setting a token that is already set replaces it; when a set timer
-  expires the driver calls the machine's ``timer_fired(token)``.
-* :class:`Transmit` - bytes for a :class:`Peer`.
+  (:mod:`ivr.sip.transaction`) arm timers by name (``SetTimer[str]``, e.g. ``SetTimer("B", 32.0)``) and the
+  REGISTER client (:mod:`ivr.sip.registration`) by a string; setting a token that is already set replaces it, and
+  when a set timer expires the driver calls the machine's ``timer_fired(token)``. The endpoint
+  (:mod:`ivr.sip.endpoint`) keeps its transactions' timers itself, by ``(transaction serial, name)``
+  (:data:`EndpointTimer`): its driver sees only :meth:`~ivr.sip.endpoint.SipEndpoint.get_timer` and
+  :meth:`~ivr.sip.endpoint.SipEndpoint.handle_timer`.
+* :class:`Transmit` - bytes for a :class:`Peer` (what :meth:`~ivr.sip.endpoint.SipEndpoint.datagrams_to_send`
+  returns).
 * the call events of :class:`~ivr.sip.endpoint.SipEndpoint` (:data:`CallEvent`), :class:`AuthRefused` and
-  :class:`StrayResponse`; :data:`Output` is everything the endpoint emits.
+  :class:`StrayResponse`: :data:`EndpointEvent`, what :meth:`~ivr.sip.endpoint.SipEndpoint.next_event` returns.
 
 The events carry the :class:`~ivr.sip.leg.Leg` (and :class:`~ivr.sip.leg.Transfer`) they are about: those are the
 endpoint's mutable records of a call, not events, and live in :mod:`ivr.sip.leg`.
@@ -28,10 +31,10 @@ if TYPE_CHECKING:  # the leg module imports this one (Peer, EndReason); events o
 # ---- timers -------------------------------------------------------------------------------------------------------
 
 TokenT = TypeVar("TokenT", bound=Hashable)
-"""What names a timer: a string for a transaction or the REGISTER client, :data:`EndpointTimer` for the endpoint."""
+"""What names a timer: a string for a transaction or the REGISTER client."""
 
 EndpointTimer = tuple[int, str]
-"""The endpoint's timer token: (the serial of its transaction entry, the transaction's timer name)."""
+"""How the endpoint names a timer it keeps: (the serial of its transaction entry, the transaction's timer name)."""
 
 
 # Generic frozen dataclasses without slots: with slots=True, calling a subscripted class (``SetTimer[str](...)``)
@@ -203,7 +206,10 @@ CallEvent = (
     | TransferProgress
     | ReferReceived
 )
-Output = Transmit | SetTimer[EndpointTimer] | ClearTimer[EndpointTimer] | CallEvent | AuthRefused | StrayResponse
+EndpointEvent = CallEvent | AuthRefused | StrayResponse
+"""What :meth:`SipEndpoint.next_event <ivr.sip.endpoint.SipEndpoint.next_event>` returns (a driver's ``on_event``)."""
+Output = EndpointEvent
+"""The former name of :data:`EndpointEvent` (when the endpoint's one output list also carried bytes and timers)."""
 
 
 __all__ = [
@@ -216,6 +222,7 @@ __all__ = [
     "ClearTimer",
     "DigitInfo",
     "EndReason",
+    "EndpointEvent",
     "EndpointTimer",
     "IncomingCall",
     "Output",

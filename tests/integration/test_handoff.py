@@ -24,15 +24,12 @@ from ivr.sip.endpoint import (
     CallEnded,
     CallEvent,
     CallProgress,
-    ClearTimer,
     EndpointConfig,
     IncomingCall,
     Leg,
     Peer,
     ReferReceived,
-    SetTimer,
     SipEndpoint,
-    Transmit,
 )
 from ivr.sip.refer import parse_refer_to
 from ivr.sip.transaction import TimerValues
@@ -75,7 +72,7 @@ class SipUA:
         self.events: list[CallEvent] = []
         self.rtp_received: list[tuple[int, bytes]] = []  # (payload type, payload)
         self.on_event: Callable[[CallEvent], None] = lambda _event: None
-        self._timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._senders: list[asyncio.Task[None]] = []
 
     async def start(self) -> SipUA:
@@ -104,8 +101,8 @@ class SipUA:
     def close(self) -> None:
         for task in self._senders:
             task.cancel()
-        for handle in self._timers.values():
-            handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         self.loop.remove_reader(self.sip.fileno())
         self.loop.remove_reader(self.rtp.fileno())
         self.sip.close()
@@ -127,7 +124,7 @@ class SipUA:
         with contextlib.suppress(BlockingIOError):
             while True:
                 data, addr = self.sip.recvfrom(65536)
-                self.endpoint.receive(data, Peer(addr[0], addr[1], "udp"))
+                self.endpoint.receive(data, Peer(addr[0], addr[1], "udp"), self.loop.time())
                 self.flush()
 
     def _read_rtp(self) -> None:
@@ -137,26 +134,25 @@ class SipUA:
                 self.rtp_received.append((data[1] & 0x7F, data[12:]))
 
     def flush(self) -> None:
-        while outputs := self.endpoint.outputs():
-            for out in outputs:
-                if isinstance(out, Transmit):
-                    self.sip.sendto(out.data, (out.peer.host, out.peer.port))
-                elif isinstance(out, SetTimer):
-                    old = self._timers.pop(out.token, None)
-                    if old is not None:
-                        old.cancel()
-                    self._timers[out.token] = self.loop.call_later(out.delay, self._fire, out.token)
-                elif isinstance(out, ClearTimer):
-                    handle = self._timers.pop(out.token, None)
-                    if handle is not None:
-                        handle.cancel()
-                else:
-                    self.events.append(out)
-                    self.on_event(out)
+        while True:
+            for out in self.endpoint.datagrams_to_send(self.loop.time()):
+                self.sip.sendto(out.data, (out.peer.host, out.peer.port))
+            events = []
+            while (event := self.endpoint.next_event()) is not None:
+                events.append(event)
+            if not events:
+                break
+            for event in events:
+                self.events.append(event)
+                self.on_event(event)
+        if self._timer is not None:
+            self._timer.cancel()
+        timer_at = self.endpoint.get_timer()
+        self._timer = self.loop.call_at(timer_at, self._fire, timer_at) if timer_at is not None else None
 
-    def _fire(self, token: tuple[int, str]) -> None:
-        self._timers.pop(token, None)
-        self.endpoint.timer_fired(token)
+    def _fire(self, timer_at: float) -> None:
+        self._timer = None
+        self.endpoint.handle_timer(max(timer_at, self.loop.time()))
         self.flush()
 
     def send_rtp(self, remote_sdp: bytes, pt: int, frame: bytes, count: int) -> None:

@@ -1,4 +1,5 @@
-"""The UAS core, sans-I/O: literal SIP in, bytes / timers / call events out, timers fired on a virtual clock."""
+"""The UAS core, sans-I/O: literal SIP in, bytes / timers / call events out, timers fired on a fake clock through the
+driver interface (datagrams_to_send, get_timer, handle_timer, next_event)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from ivr.sip.endpoint import (
     CallConfirmed,
     CallEnded,
     CallProgress,
-    ClearTimer,
     DigitInfo,
     EndpointConfig,
     EndReason,
@@ -19,9 +19,7 @@ from ivr.sip.endpoint import (
     Leg,
     Peer,
     ReInvite,
-    SetTimer,
     SipEndpoint,
-    Transmit,
 )
 from ivr.sip.errors import SipError
 from ivr.sip.message import Request, Response, parse_message
@@ -34,47 +32,38 @@ SDP = (
 
 
 class Harness:
-    """Drives a SipEndpoint with a virtual clock, collecting what it sends and the events it raises."""
+    """Drives a SipEndpoint as its driver does, on a fake clock: after every input, verb (then :meth:`pump`) and
+    timer, the bytes it sends (with the time) and the events it raises are collected."""
 
     def __init__(self, accepting: bool = True) -> None:
-        self.ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060, accepting=accepting))
+        self.ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060))
+        self.ep.accepting = accepting
         self.now = 0.0
-        self.timers: dict[tuple[int, str], float] = {}
         self.sent: list[tuple[float, Response | Request, Peer]] = []
         self.events: list[object] = []
 
     def pump(self) -> None:
-        for out in self.ep.outputs():
-            if isinstance(out, Transmit):
-                try:
-                    msg = parse_message(out.data)
-                except SipError as exc:  # e.g. a 400 that copies the request's malformed CSeq, as it must
-                    assert isinstance(exc.partial, Response | Request)
-                    msg = exc.partial
-                self.sent.append((self.now, msg, out.peer))
-            elif isinstance(out, SetTimer):
-                self.timers[out.token] = self.now + out.delay
-            elif isinstance(out, ClearTimer):
-                self.timers.pop(out.token, None)
-            else:
-                self.events.append(out)
+        for out in self.ep.datagrams_to_send(self.now):
+            try:
+                msg = parse_message(out.data)
+            except SipError as exc:  # e.g. a 400 that copies the request's malformed CSeq, as it must
+                assert isinstance(exc.partial, Response | Request)
+                msg = exc.partial
+            self.sent.append((self.now, msg, out.peer))
+        while (event := self.ep.next_event()) is not None:
+            self.events.append(event)
 
     def feed(self, text: str | bytes, peer: Peer = CALLER) -> None:
         data = text if isinstance(text, bytes) else text.replace("\n", "\r\n").encode()
-        self.ep.receive(data, peer)
+        self.ep.receive(data, peer, self.now)
         self.pump()
 
     def advance(self, seconds: float) -> None:
-        """Move virtual time forward, firing due timers in order."""
+        """Move the clock forward, firing due timers at their deadlines."""
         end = self.now + seconds
-        while True:
-            due = [(t, tok) for tok, t in self.timers.items() if t <= end]
-            if not due:
-                break
-            t, token = min(due)
-            self.now = t
-            del self.timers[token]
-            self.ep.timer_fired(token)
+        while (deadline := self.ep.get_timer()) is not None and deadline <= end:
+            self.now = deadline
+            self.ep.handle_timer(deadline)
             self.pump()
         self.now = end
 
@@ -647,7 +636,7 @@ def test_untrusted_sources_get_403_without_any_state_or_nothing_when_dropping() 
     h.feed(invite(), peer=scanner)
     ((_, resp, peer),) = h.sent
     assert isinstance(resp, Response) and resp.status == 403 and peer.host == "203.0.113.50"
-    assert h.events == [] and h.timers == {}  # no transaction, no call
+    assert h.events == [] and h.ep.get_timer() is None  # no transaction, no call
     h.sent.clear()
     h.ep.config.untrusted_action = "drop"
     h.feed(invite(branch="z9hG4bK-9"), peer=scanner)

@@ -1,4 +1,5 @@
-"""ivr.sip.events: the one timer pair every machine of ivr.sip emits, and the old import paths that still work."""
+"""ivr.sip.events: the one timer pair the transactions and the REGISTER client emit (the endpoint keeps its own
+timers), and the old import paths that still work."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from ivr.sip import endpoint, events, leg
 from ivr.sip.endpoint import EndpointConfig, SipEndpoint
-from ivr.sip.events import ClearTimer, Peer, SetTimer
+from ivr.sip.events import ClearTimer, Peer, SetTimer, Transmit
 from ivr.sip.message import Request, parse_message
 from ivr.sip.registration import Registration, RegistrationConfig
 from ivr.sip.transaction import ClientNonInviteTransaction
@@ -20,17 +21,21 @@ BYE = (
 )
 
 
-def test_the_transactions_the_endpoint_and_the_register_client_share_one_timer_pair() -> None:
+def test_the_transactions_and_the_register_client_share_one_timer_pair_the_endpoint_keeps_its_own() -> None:
     bye = parse_message(BYE)
     assert isinstance(bye, Request)
     txn_timers = [a for a in ClientNonInviteTransaction(bye).start() if isinstance(a, SetTimer)]
     assert txn_timers == [SetTimer("E", 0.5), SetTimer("F", 32.0)]
 
+    # The endpoint's transactions ask for the same timers (A 0.5 s, B 32 s); it keeps them and shows the earliest.
     ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060))
     ep.call(request_uri="sip:q@127.0.0.1:5080", from_uri="sip:ivr@127.0.0.1", to_uri="sip:q@127.0.0.1:5080",
             peer=Peer("127.0.0.1", 5080), sdp=b"")  # fmt: skip
-    ep_timers = [out for out in ep.outputs() if isinstance(out, SetTimer)]
-    assert [(type(t.token), t.token[1], t.delay) for t in ep_timers] == [(tuple, "A", 0.5), (tuple, "B", 32.0)]
+    assert [type(out) for out in ep.datagrams_to_send(100.0)] == [Transmit]
+    assert ep.get_timer() == 100.5  # A
+    ep.handle_timer(100.5)
+    assert len(ep.datagrams_to_send(100.5)) == 1 and ep.get_timer() == 101.5  # retransmitted; A doubled
+    assert ep.next_event() is None
 
     reg = Registration(
         RegistrationConfig(
