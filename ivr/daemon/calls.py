@@ -80,7 +80,7 @@ def dial_result(status: int | None) -> DialResult:
     return "failed"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ActiveCall:
     """A call leg with a :class:`~ivr.call.Call` running on it (answered both ways)."""
 
@@ -124,7 +124,7 @@ class DialOutcome:
     early_media: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PlacedCall:
     """A call the daemon is placing: ``outcome`` completes on answer or on failure (the flow then runs on its own;
     ``active`` is the running call once answered)."""

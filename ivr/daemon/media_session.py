@@ -92,6 +92,11 @@ def check_media_address(media: NegotiatedMedia) -> None:
 class MediaSession:
     """One leg's RTP: its port and socket, its SDP session (o= id and version) and, once negotiated, its stream."""
 
+    __slots__ = (
+        "_owner", "allow_relatch", "closed", "dtmf_mode", "media", "offered", "on_audio", "on_digit_event", "port",
+        "session_id", "sock", "stream", "version",
+    )  # fmt: skip
+
     def __init__(self, owner: MediaSessions, port: int, sock: socket.socket) -> None:
         self._owner = owner
         self.port = port
