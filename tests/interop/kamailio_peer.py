@@ -27,7 +27,6 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from peers import (
@@ -35,9 +34,9 @@ from peers import (
     REPO_ROOT,
     IvrDaemon,
     PeerError,
+    PeerProcess,
     WorkDir,
     _end_process,
-    _read,
     _spawn,
     _tail,
     free_udp_port,
@@ -87,7 +86,7 @@ def parse_dispatcher_list(text: str) -> dict[str, Destination]:
     return out
 
 
-class Kamailio:
+class Kamailio(PeerProcess):
     """Kamailio on 127.0.0.1 with the dispatcher in front of ``nodes`` (``host:port`` of ivr daemons).
 
     >>> with IvrDaemon() as a, IvrDaemon() as b, Kamailio([a.sip_target, b.sip_target]) as proxy:
@@ -97,6 +96,8 @@ class Kamailio:
     Ready when the farm answers OPTIONS with 200, which the configuration does while at least one node is active.
     ``ping_interval`` etc. map to the configuration's DS_* settings.
     """
+
+    stderr_file = "kamailio.err"
 
     def __init__(
         self,
@@ -199,9 +200,6 @@ class Kamailio:
             f"--- kamailio stderr ---\n{_tail(text)}"
         )
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self) -> int:
         """SIGTERM (every worker ends with the main process), SIGKILL after ``stop_timeout``."""
         if self.proc is None:
@@ -209,32 +207,11 @@ class Kamailio:
         self.returncode = _end_process(self.proc, signal.SIGTERM, self.stop_timeout)
         return self.returncode
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
-        self._final_stderr = self.stderr_text()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
     # -- what it knows
 
     @property
     def sip_target(self) -> str:
         return f"{self.host}:{self.sip_port}"
-
-    def stderr_text(self) -> str:
-        if self._final_stderr is not None:
-            return self._final_stderr
-        return _read(self.workdir / "kamailio.err") if self.workdir else ""
 
     def dispatcher_list(self) -> dict[str, Destination]:
         """Every destination's state, from ``kamcmd dispatcher.list`` over the control socket."""

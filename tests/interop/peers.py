@@ -395,7 +395,58 @@ def parse_kv(line: str) -> dict[str, str]:
     return out
 
 
-class IvrDaemon:
+class PeerProcess:
+    """What every peer run as a subprocess shares, written once: ``with Peer(...) as peer`` starts it (and cleans up
+    when starting fails); leaving the block stops it if it still runs, keeps what it wrote to stderr
+    (``stderr_text()`` still answers) and removes its work directory (unless ``keep_workdir_on_exit``: a capture
+    whose file is analysed afterwards). A peer sets ``proc``, ``workdir`` and ``_tmp``, names its ``stderr_file``,
+    and implements ``start()`` and ``stop()``."""
+
+    stderr_file = ""
+    keep_workdir_on_exit = False
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+    _tmp: WorkDir | None = None
+    _final_stderr: str | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        """Everything the peer wrote to stderr so far (kept after the ``with`` block cleaned up)."""
+        if self._final_stderr is not None:
+            return self._final_stderr
+        return _read(self.workdir / self.stderr_file) if self.workdir is not None and self.stderr_file else ""
+
+    def _leave(self) -> None:
+        """Stop the peer on the way out of the ``with`` block (a peer that must always tidy up overrides it)."""
+        if self.alive():
+            with contextlib.suppress(PeerError):
+                self.stop()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._leave()
+        self._final_stderr = self.stderr_text()
+        if self._tmp is not None and not self.keep_workdir_on_exit:
+            self._tmp.cleanup()
+
+
+class IvrDaemon(PeerProcess):
     """``python -m ivr serve`` as a subprocess on free ports, ready when it answers OPTIONS with 200.
 
     >>> with IvrDaemon(hold_calls=True) as ivr:
@@ -411,6 +462,8 @@ class IvrDaemon:
     Exit code: GNU timeout passes the daemon's own status through; a daemon killed by a signal shows as
     the negative signal number.
     """
+
+    stderr_file = "ivr.err"
 
     def __init__(
         self,
@@ -518,9 +571,6 @@ class IvrDaemon:
             raise PeerError(f"ivr daemon not ready: {exc}\n--- daemon stderr ---\n{_tail(self.stderr_text())}") from exc
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     @property
     def pid(self) -> int | None:
         """The daemon's own pid (the Python process under ``timeout``/``taskset``)."""
@@ -548,22 +598,6 @@ class IvrDaemon:
         if self.proc is not None:
             self.returncode = _end_process(self.proc, signal.SIGKILL, 5)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.terminate()
-        self._final_stderr = self.stderr_text()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
     # -- what it said
 
     @property
@@ -574,12 +608,6 @@ class IvrDaemon:
     @property
     def uri(self) -> str:
         return f"sip:ivr@{self.host}:{self.sip_port}"
-
-    def stderr_text(self) -> str:
-        """Everything the daemon wrote to stderr so far (kept after the context manager cleaned up)."""
-        if self._final_stderr is not None:
-            return self._final_stderr
-        return _read(self.workdir / "ivr.err") if self.workdir else ""
 
     def log_records(self, must_have: str) -> list[dict[str, str]]:
         """key=value pairs of every stderr line that contains the key ``must_have``."""
@@ -698,7 +726,7 @@ class SippResult:
         )
 
 
-class Sipp:
+class Sipp(PeerProcess):
     """One SIPp run in the foreground (``-nostdin``), under ``timeout``, in a private work directory.
 
     ``scenario``: a built-in name (``uac``, ``uas``...), or an XML file (a bare name is looked up in
@@ -707,6 +735,8 @@ class Sipp:
 
     ``run()`` blocks until SIPp exits; ``start()`` + ``wait()`` let the test act while calls are up.
     """
+
+    stderr_file = "sipp.err"
 
     def __init__(
         self,
@@ -825,9 +855,6 @@ class Sipp:
         self.proc = _spawn(self._argv, workdir=self.workdir, name="sipp", lifetime=self.timeout)
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     @property
     def pid(self) -> int | None:
         return None if self.proc is None else _child_pid(self.proc.pid)
@@ -894,14 +921,7 @@ class Sipp:
         return self.result
 
     def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            _end_process(self.proc, signal.SIGTERM, 5)
-        self._tmp.cleanup()
+        return self  # run() or start() starts it
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1038,7 +1058,7 @@ def sound_file_stats(path: Path, active_dbfs: float = -45.0) -> AudioStats:
     return audio_stats(data, rate, path, active_dbfs)
 
 
-class Baresip:
+class Baresip(PeerProcess):
     """baresip 1.0.0, headless, driven over ctrl_tcp (JSON netstrings), recording what it hears.
 
     Config written to a temp dir (``baresip -f DIR``): SIP on a free port of 127.0.0.1, ``ausine`` as the
@@ -1049,6 +1069,8 @@ class Baresip:
     call; the decoded file grows only while RTP arrives, so its length is what was heard). baresip 1.0.0's
     ``aufile`` module is a source only (it cannot record), so ``sndfile`` is the way to capture audio.
     """
+
+    stderr_file = "baresip.err"
 
     def __init__(
         self,
@@ -1279,18 +1301,8 @@ snd_path                {self.record_dir}
                 self._sock.close()
         return rc
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-        self._tmp.cleanup()
+    def _leave(self) -> None:
+        self.stop()  # also when it already exited: the ctrl_tcp socket is closed here
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1577,7 +1589,7 @@ def tshark_can_capture(interface: str = "lo") -> bool:
     return proc.returncode == 0 and any(pattern.search(ln) for ln in proc.stdout.splitlines())
 
 
-class TsharkCapture:
+class TsharkCapture(PeerProcess):
     """Capture loopback UDP on a port range to a pcap file, then analyse it with :func:`rtp_streams`.
 
     Leaving the ``with`` block stops the capture but keeps the file for analysis: call ``cleanup()`` after.
@@ -1588,6 +1600,8 @@ class TsharkCapture:
     end to a range too (recommended: other processes' RTP stays out). ``snaplen`` 0 keeps whole
     packets; 64 keeps the RTP header only (enough for stream stats, much less disk at scale).
     """
+
+    keep_workdir_on_exit = True  # the capture file is analysed after the block; cleanup() removes it
 
     def __init__(
         self,
@@ -1710,19 +1724,6 @@ class TsharkCapture:
 
     def packets(self) -> list[RtpPacket]:
         return rtp_packets(self.pcap, self.port_lo, self.port_hi)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
 
     def cleanup(self) -> None:
         if self._tmp is not None:

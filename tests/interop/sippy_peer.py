@@ -41,12 +41,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from tests.interop.peers import (
     LOCALHOST,
     PeerError,
+    PeerProcess,
     WorkDir,
     _end_process,
     _read,
@@ -118,7 +118,7 @@ def sippy_python(venv: Path = SIPPY_VENV, spec: str = SIPPY_SPEC, timeout: float
     return python
 
 
-class SippyB2bua:
+class SippyB2bua(PeerProcess):
     """sippy's B2BUA on ``127.0.0.1:<free port>`` sending every call on to ``next_hop`` (``host:port``).
 
     ``pass_headers=None`` runs ``sippy.b2bua_simple`` (no way to pass headers); a list runs the full
@@ -126,6 +126,8 @@ class SippyB2bua:
     an OPTIONS (with 501: neither handles OPTIONS, which is all we need to know it listens). ``log`` is its
     SIP trace (stderr, ``SIPLOG_LVL=DBUG``).
     """
+
+    stderr_file = "sippy.err"
 
     def __init__(
         self,
@@ -210,16 +212,9 @@ class SippyB2bua:
     def describe(self) -> str:
         return f"sippy on {self.sip_target} -> {self.next_hop}: {' '.join(self.command())}\n{_tail(self.log, 60)}"
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def _leave(self) -> None:
         with contextlib.suppress(PeerError):
-            self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+            self.stop()  # also when it already exited: the log is kept here
 
 
 # "27 Nov 07:25:07.751/GLOBAL/b2bua: SENDING message to udp:127.0.0.1:45095:" opens each logged message; sippy's own
