@@ -1,10 +1,12 @@
 """Admission: who may talk to the daemon, and how many new calls it takes.
 
 - :class:`TokenBucket`: the one rate limiter (a rate, a burst, refilled on the event loop's clock).
-- :class:`SourceGate`: in front of the SIP endpoint. Trusted sources (``security.trusted_sources``, cached per
-  address so no CIDR walk happens per packet) pass; every other address gets a token bucket of
-  ``security.max_messages_per_source`` messages a second, so a flood from one source is dropped before it costs a
-  parse (RFC 3261 says nothing; this is what keeps one broken or hostile peer from starving the others).
+- :class:`SourceGate`: in front of the SIP endpoint (the SIP driver's ``admit``). Trusted sources
+  (``security.trusted_sources``, cached per address so no CIDR walk happens per packet) pass; every other address gets
+  a token bucket of ``security.max_messages_per_source`` messages a second, so a flood from one source is dropped
+  before it costs a parse (RFC 3261 says nothing; this is what keeps one broken or hostile peer from starving the
+  others). What it decided about trust goes on with the message: the endpoint refuses untrusted sources (403 or
+  silence) and skips digest authentication for trusted ones on this answer, without looking the networks up again.
 - :class:`CallAdmission`: a new INVITE is refused 503 with Retry-After when the event loop lags, when more than
   ``calls.max_calls_per_second`` arrive, or at ``calls.max_calls``; the reason names the metric label.
 """
@@ -48,7 +50,8 @@ class TokenBucket:
 
 
 class SourceGate:
-    """Trusted addresses pass; each other address is held to its own token bucket (see the module docstring)."""
+    """Trusted addresses pass; each other address is held to its own token bucket (see the module docstring).
+    :meth:`admit` is the SIP driver's gate (:data:`ivr.daemon.sip_driver.Admit`)."""
 
     def __init__(self, networks: Sequence[Network], max_messages_per_source: float, now: Callable[[], float]) -> None:
         self.networks = tuple(networks)
@@ -59,14 +62,18 @@ class SourceGate:
         self.dropped = 0
         """Messages dropped because their source was over its rate."""
 
-    def __call__(self, peer: Peer) -> bool:
-        return self.trusted(peer.host) or self._allowed(peer.host)
+    def admit(self, peer: Peer) -> bool | None:
+        """None: drop the message (its source is over its rate); else whether its source is trusted."""
+        if self.trusted(peer.host):
+            return True
+        return False if self._allowed(peer.host) else None
 
     def trusted(self, host: str) -> bool:
+        """Whether ``host`` (an address; a name never is) is in the trusted networks; cached per host."""
         known = self._trust_cache.get(host)
         if known is None:
             try:
-                address = ipaddress.ip_address(host)
+                address = ipaddress.ip_address(host.strip("[]"))
                 known = any(address in n for n in self.networks)
             except ValueError:
                 known = False

@@ -1,7 +1,9 @@
 """The daemon: its parts, wired together. Each part has one job and gets what it uses, never this server.
 
 - :class:`~ivr.daemon.sip_driver.SipDriver`: SIP over UDP and TCP, and the SIP timers, around the sans-I/O endpoint;
-  :class:`~ivr.daemon.admission.SourceGate` in front of it.
+  :class:`~ivr.daemon.admission.SourceGate` in front of it (rate per source, and the trust the endpoint acts on).
+- :class:`~ivr.daemon.registration.UpstreamRegistration`: the binding at an upstream registrar, which the endpoint
+  keeps registered; its log and state.
 - :class:`~ivr.daemon.calls.CallController`: call legs both ways (answering, placing), admission of new calls
   (:class:`~ivr.daemon.admission.CallAdmission`), each call's :class:`~ivr.call.Call` and its flow.
 - :class:`~ivr.daemon.media_session.MediaSessions`: offer/answer -> RTP port -> stream, on the one media clock.
@@ -32,7 +34,7 @@ from ivr.daemon.calls import ActiveCall, CallController, PlacedCall
 from ivr.daemon.media_session import CODECS, MediaPolicy, MediaSessions
 from ivr.daemon.prompt_library import PromptLibrary
 from ivr.daemon.recording import StreamRecorder
-from ivr.daemon.registration import RegistrationDriver
+from ivr.daemon.registration import UpstreamRegistration
 from ivr.daemon.routes import FlowRoute, FlowWatcher, RouteTable, load_routes
 from ivr.daemon.sip_driver import SipDriver
 from ivr.flows.engine import FlowEngine
@@ -54,9 +56,11 @@ from ivr.sip.endpoint import (
     Output,
     Peer,
     ReferReceived,
+    Registered,
+    RegistrationFailed,
     SipEndpoint,
-    StrayResponse,
     TransferProgress,
+    Unregistered,
 )
 from ivr.sip.transaction import TimerValues
 from ivr.speech.calls import SpeechService
@@ -97,16 +101,16 @@ class IvrServer:
         host = config.sip.advertised_host or config.sip.host
         self.endpoint = SipEndpoint(_endpoint_config(config, host))
         self.gate = SourceGate(config.security.networks, config.security.max_messages_per_source, self._time)
-        self.driver = SipDriver(self.endpoint, self._on_sip_event, admit=self.gate)
-        self.registration: RegistrationDriver | None = None
+        self.driver = SipDriver(self.endpoint, self._on_sip_event, admit=self.gate.admit)
+        self.registration: UpstreamRegistration | None = None
         if config.registration is not None:
-            self.registration = RegistrationDriver(
+            self.registration = UpstreamRegistration(
                 config.registration,
+                endpoint=self.endpoint,
+                flush=self.driver.flush,
                 local_host=host,
                 local_port=config.sip.port,
-                timers=self.endpoint.config.timers,
                 user_agent=config.sip.user_agent,
-                transmit=self.driver.transmit,
             )
         self.prompts = PromptCache()
         self.welcome: Prompt = self.prompts.load("welcome", config.resolve(config.calls.welcome_prompt))
@@ -368,8 +372,8 @@ class IvrServer:
                 self.metrics.call_rejected("auth")
             log.info("invite refused by digest authentication", status=out.status, why=out.detail,
                      peer=f"{out.peer.host}:{out.peer.port}", call_id=out.request.call_id)  # fmt: skip
-        elif isinstance(out, StrayResponse) and self.registration is not None:
-            self.registration.response(out.response)
+        elif isinstance(out, Registered | RegistrationFailed | Unregistered) and self.registration is not None:
+            self.registration.on_event(out)
 
     # ---- placing calls ----
 

@@ -4,12 +4,12 @@ It has the shape of aioquic's asyncio driver. Datagrams (UDP) and framed stream 
 with their source; after every input, the timer and every verb the owner calls on the endpoint,
 :meth:`SipDriver.flush` sends the endpoint's ``datagrams_to_send``, hands each ``next_event`` (a call event) to the
 owner's ``on_event``, and re-arms the driver's one ``TimerHandle`` to the endpoint's ``get_timer`` deadline, on the
-event loop's clock (so virtual time drives it too). The endpoint keeps all its transaction timers itself. The daemon,
-the simulated caller and the simulated queue endpoint all run on this driver; the daemon adds a gate (trust and
-per-source rate, :mod:`ivr.daemon.admission`) in front of the endpoint, and TCP.
-
-:class:`LoopTimers` (one ``TimerHandle`` per token) is for the upstream registration client, whose sans-I/O machine
-still asks for its timers one by one.
+event loop's clock (so virtual time drives it too). The endpoint keeps all its timers itself (the transactions', and
+the refresh and retry timers of the upstream registrations it hosts), so this one handle is the only timer SIP puts
+on the loop. The daemon, the simulated caller and the simulated queue endpoint all run on this driver; the daemon adds
+a gate (trust and per-source rate, :mod:`ivr.daemon.admission`) in front of the endpoint, and TCP. The gate's answer
+for a message it lets in - is the source trusted? - goes to the endpoint with the message, so the trusted networks are
+looked up once per message (and cached per address by the gate), not again by the endpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import ipaddress
 import itertools
 import socket
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -29,12 +29,16 @@ from ivr.sip.endpoint import EndpointEvent, Peer, SipEndpoint, Transmit
 from ivr.sip.errors import SipError
 from ivr.sip.message import MAX_MESSAGE_SIZE, StreamFramer
 
-__all__ = ["LoopTimers", "SipDriver", "is_ip"]
+__all__ = ["Admit", "SipDriver", "is_ip"]
 
 log = structlog.get_logger("ivr.sip")
 
 SOCKET_BUFFER = 4 * 1024 * 1024
 """SO_RCVBUF / SO_SNDBUF of the SIP UDP socket: a burst of INVITEs waits in the kernel, not on the floor."""
+
+Admit = Callable[[Peer], bool | None]
+"""A gate in front of the endpoint: ``None`` drops the message from that peer unparsed; ``True`` / ``False`` lets it
+in and says whether its source is trusted (the endpoint's ``receive(..., trusted=)``)."""
 
 
 def is_ip(host: str) -> bool:
@@ -43,37 +47,6 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-class LoopTimers:
-    """Named one-shot timers on the event loop's clock: arming a token again replaces it."""
-
-    def __init__(self, fire: Callable[[Hashable], None]) -> None:
-        self._fire = fire
-        self._handles: dict[Hashable, asyncio.TimerHandle] = {}
-
-    def __len__(self) -> int:
-        return len(self._handles)
-
-    def arm(self, loop: asyncio.AbstractEventLoop, token: Hashable, delay: float) -> None:
-        old = self._handles.pop(token, None)
-        if old is not None:
-            old.cancel()
-        self._handles[token] = loop.call_later(delay, self._fired, token)
-
-    def disarm(self, token: Hashable) -> None:
-        handle = self._handles.pop(token, None)
-        if handle is not None:
-            handle.cancel()
-
-    def cancel_all(self) -> None:
-        for handle in self._handles.values():
-            handle.cancel()
-        self._handles.clear()
-
-    def _fired(self, token: Hashable) -> None:
-        self._handles.pop(token, None)
-        self._fire(token)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -89,8 +62,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class SipDriver:
-    """Runs ``endpoint`` over asyncio sockets. ``on_event`` gets every event of the endpoint; ``admit(peer)``,
-    when given, decides whether a message from ``peer`` reaches the endpoint at all (a refused one costs no parse).
+    """Runs ``endpoint`` over asyncio sockets. ``on_event`` gets every event of the endpoint; ``admit(peer)``
+    (:data:`Admit`), when given, decides whether a message from ``peer`` reaches the endpoint at all (a refused one
+    costs no parse), and whether its source is trusted; without it the endpoint checks trust itself.
 
     The endpoint may be given after binding (``driver.endpoint = ...``): a simulated user agent binds port 0 and
     builds its endpoint with the port it got."""
@@ -100,7 +74,7 @@ class SipDriver:
         endpoint: SipEndpoint | None,
         on_event: Callable[[EndpointEvent], None],
         *,
-        admit: Callable[[Peer], bool] | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._on_event = on_event
@@ -163,10 +137,15 @@ class SipDriver:
     def receive(self, data: bytes, peer: Peer) -> None:
         """One SIP message from ``peer``: to the endpoint (unless the gate refuses it), then flush."""
         endpoint = self.endpoint
-        if endpoint is None or (self._admit is not None and not self._admit(peer)):
+        if endpoint is None:
             return
-        try:
-            endpoint.receive(data, peer, self.loop.time(), wall_clock=time.time())  # wall clock: digest nonces
+        trusted = None
+        if self._admit is not None:
+            trusted = self._admit(peer)
+            if trusted is None:
+                return
+        try:  # the wall clock is for digest nonces
+            endpoint.receive(data, peer, self.loop.time(), wall_clock=time.time(), trusted=trusted)
         except SipError as exc:  # the endpoint answers protocol errors itself; this is a last line of defence
             log.warning("sip message rejected", peer=f"{peer.host}:{peer.port}", error=exc.reason)
         except Exception:
@@ -277,7 +256,7 @@ class SipDriver:
         except OSError as exc:
             log.warning("tcp connect failed", peer=f"{out.peer.host}:{out.peer.port}", error=str(exc))
             if self.endpoint is not None:
-                self.endpoint.transport_error(out.peer)
+                self.endpoint.transport_error(out.peer, f"tcp connect failed: {exc}")
             self.flush()
             return
         writer.write(out.data)

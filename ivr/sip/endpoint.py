@@ -1,18 +1,25 @@
 """The SIP user-agent core, sans-I/O: transactions and dialogs wired into one object a driver feeds.
 
 Its driver (``ivr.daemon.sip_driver``) has the shape of aioquic's ``QuicConnection`` driver. Inputs: a datagram or
-framed stream message with its source (:meth:`SipEndpoint.receive`), a broken stream connection
-(:meth:`~SipEndpoint.transport_error`), the time (:meth:`~SipEndpoint.handle_timer`), and the application verbs
-(:meth:`~SipEndpoint.answer`, :meth:`~SipEndpoint.reject`, :meth:`~SipEndpoint.hangup`, :meth:`~SipEndpoint.call`,
-:meth:`~SipEndpoint.refer` ...). After any of them the driver takes :meth:`~SipEndpoint.datagrams_to_send` (bytes with
-their destination), :meth:`~SipEndpoint.next_event` until ``None`` (:data:`EndpointEvent`: call events for the call
-controller), and re-arms its one timer to :meth:`~SipEndpoint.get_timer`.
+framed stream message with its source (:meth:`SipEndpoint.receive`, with the driver's word on whether the source is
+trusted when it has one), a broken stream connection (:meth:`~SipEndpoint.transport_error`), the time
+(:meth:`~SipEndpoint.handle_timer`), and the application verbs (:meth:`~SipEndpoint.answer`,
+:meth:`~SipEndpoint.reject`, :meth:`~SipEndpoint.hangup`, :meth:`~SipEndpoint.call`, :meth:`~SipEndpoint.refer`,
+:meth:`~SipEndpoint.register` ...). After any of them the driver takes :meth:`~SipEndpoint.datagrams_to_send` (bytes
+with their destination), :meth:`~SipEndpoint.next_event` until ``None`` (:data:`EndpointEvent`: call events for the
+call controller, registration events), and re-arms its one timer to :meth:`~SipEndpoint.get_timer`.
 
-The transactions' timers (RFC 3261 17: A, B, E, F, G, H ...) live here, on the driver's clock: a transaction asks for
-a delay, :meth:`~SipEndpoint.datagrams_to_send` gives it a deadline (its ``now`` plus the delay), and
-:meth:`~SipEndpoint.handle_timer` fires those that are due. The endpoint never reads a clock.
-The event and output types live in :mod:`ivr.sip.events`, the :class:`Leg` and its state machine in
-:mod:`ivr.sip.leg`; this module re-exports them under their old names.
+The transactions' timers (RFC 3261 17: A, B, E, F, G, H ...) and the registrations' refresh and retry timers live
+here, on the driver's clock: a machine asks for a delay, :meth:`~SipEndpoint.datagrams_to_send` gives it a deadline
+(its ``now`` plus the delay), and :meth:`~SipEndpoint.handle_timer` fires those that are due. The endpoint never reads
+a clock. The event types live in :mod:`ivr.sip.events` (the driver's values in :mod:`ivr.sip.primitives`), the
+:class:`Leg` and its state machine in :mod:`ivr.sip.leg`; this module re-exports them under their old names.
+
+It also hosts upstream registrations (:meth:`~SipEndpoint.register`): each :class:`~ivr.sip.registration.Registration`
+is the transaction user of its REGISTERs, which run in the same transaction table as every other client transaction
+(the registrar's responses are matched by branch like any response), and its state changes come out of
+:meth:`~SipEndpoint.next_event` (:class:`Registered`, :class:`RegistrationFailed`, :class:`Unregistered`). A response
+that matches no transaction is dropped (RFC 3261 17.1.3, 18.1.2).
 
 Everything RFC 3261 says a UAS core does before a request reaches the application lives here: transaction matching
 (17.2.3), merged-request detection (8.2.2.2), Require checks (8.2.2.3), 481 for unknown dialogs (12.2.2), CANCEL
@@ -49,11 +56,14 @@ from ivr.sip.events import (  # re-exported (see __all__): code outside ivr.sip 
     Output,
     Peer,
     ReferReceived,
+    Registered,
+    RegistrationEvent,
+    RegistrationFailed,
     ReInvite,
     SetTimer,
-    StrayResponse,
     TransferProgress,
     Transmit,
+    Unregistered,
 )
 from ivr.sip.headers import Headers, Via
 from ivr.sip.info import ACCEPTED_INFO_BODIES, DTMF_RELAY, parse_dtmf_info
@@ -76,6 +86,7 @@ from ivr.sip.refer import (
     parse_sipfrag,
     parse_subscription_state,
 )
+from ivr.sip.registration import Registration, RegistrationConfig, RegistrationOutput, StartTransaction
 from ivr.sip.transaction import (
     Action,
     ClientInviteState,
@@ -90,6 +101,7 @@ from ivr.sip.transaction import (
     TimedOut,
     TimerValues,
     TransactionKey,
+    TransportFailure,
     make_cancel,
     new_branch,
     server_key,
@@ -118,6 +130,18 @@ class _TxnEntry:
     txn: ServerInviteTransaction | ServerNonInviteTransaction | ClientInviteTransaction | ClientNonInviteTransaction
     peer: Peer
     leg: Leg | None = None
+    timers: set[str] = field(default_factory=set)
+    registration: _RegEntry | None = None  # a REGISTER's transaction: the registration it answers to
+
+
+@dataclass(eq=False)
+class _RegEntry:
+    """A registration the endpoint hosts: its REGISTER transaction now (``txn``) and its refresh/retry timers."""
+
+    id: int
+    registration: Registration
+    peer: Peer  # the registrar, or the outbound proxy in front of it
+    txn: _TxnEntry | None = None
     timers: set[str] = field(default_factory=set)
 
 
@@ -168,10 +192,12 @@ class SipEndpoint:
         self._timer_heap: list[tuple[float, int, EndpointTimer]] = []
         self._timer_serials: dict[EndpointTimer, int] = {}
         self._timer_serial = itertools.count()
-        self._txn_ids = itertools.count(1)
+        self._ids = itertools.count(1)  # serials of the transaction entries and the registrations: timer owners
         self._server: dict[TransactionKey, _TxnEntry] = {}
         self._client: dict[TransactionKey, _TxnEntry] = {}
         self._by_id: dict[int, _TxnEntry] = {}
+        self._registrations: dict[Registration, _RegEntry] = {}
+        self._registrations_by_id: dict[int, _RegEntry] = {}
         self._dialogs: dict[DialogId, Leg] = {}
         self._legs: set[Leg] = set()
         # (From tag, Call-ID, CSeq) -> branch of INVITEs in progress, for merged-request detection (8.2.2.2).
@@ -179,6 +205,7 @@ class SipEndpoint:
         self.untrusted_messages = 0
         self.auth_refused = 0
         self._wall_clock = 0.0
+        self._source_trusted = False  # the source of the message being handled is in config.trusted
 
     # ---- driver interface ----
 
@@ -219,20 +246,32 @@ class SipEndpoint:
 
     def next_event(self) -> EndpointEvent | None:
         """The oldest event the application has not taken yet (:data:`CallEvent`, :class:`AuthRefused`,
-        :class:`StrayResponse`), or None."""
+        :class:`Registered`, :class:`RegistrationFailed`, :class:`Unregistered`), or None."""
         return self._events.popleft() if self._events else None
 
     @property
     def legs(self) -> frozenset[Leg]:
         return frozenset(self._legs)
 
-    def receive(self, data: bytes, peer: Peer, now: float, *, wall_clock: float | None = None) -> None:
+    def receive(
+        self, data: bytes, peer: Peer, now: float, *, wall_clock: float | None = None, trusted: bool | None = None
+    ) -> None:
         """Feed one datagram (UDP) or one framed message (TCP) received from ``peer`` at ``now`` (the driver's
         clock, as everywhere). ``wall_clock`` (seconds since the epoch; default ``now``) is the clock digest nonces
         carry: unlike the driver's monotonic clock it is the same on every node that shares the nonce secret and
-        across restarts, so a nonce one node issued verifies on another and ages the same everywhere."""
+        across restarts, so a nonce one node issued verifies on another and ages the same everywhere.
+
+        ``trusted``: whether ``peer.host`` is in the trusted networks, when the driver already knows (its gate decided
+        it, from the same networks as ``config.trusted``); None (the default) has the endpoint check
+        ``config.trusted`` itself. It counts only when ``config.trusted`` is not empty (empty: no source is refused,
+        and none skips digest authentication): a source not trusted gets 403 or nothing (``untrusted_action``), a
+        trusted one is not challenged (``auth_trusted_skip``)."""
         self._wall_clock = now if wall_clock is None else wall_clock
-        if self.config.trusted and not self._trusted(peer.host):
+        listed = bool(self.config.trusted)
+        if trusted is None:
+            trusted = listed and self._trusted(peer.host)
+        self._source_trusted = listed and trusted
+        if listed and not trusted:
             self.untrusted_messages += 1
             if self.config.untrusted_action == "reject":
                 self._refuse_untrusted(data, peer)
@@ -267,18 +306,23 @@ class SipEndpoint:
         self._answer_unparseable(msg, SipError(f"source {peer.host} is not trusted", status=403), peer)
 
     def _timer_fired(self, token: EndpointTimer) -> None:
-        entry_id, name = token
-        entry = self._by_id.get(entry_id)
-        if entry is None or name not in entry.timers:
+        owner_id, name = token
+        entry = self._by_id.get(owner_id)
+        if entry is not None:
+            if name in entry.timers:
+                entry.timers.discard(name)
+                self._run(entry, entry.txn.timer_fired(name))
             return
-        entry.timers.discard(name)
-        self._run(entry, entry.txn.timer_fired(name))
+        reg = self._registrations_by_id.get(owner_id)
+        if reg is not None and name in reg.timers:
+            reg.timers.discard(name)
+            self._run_registration(reg, reg.registration.timer_fired(name))
 
-    def transport_error(self, peer: Peer) -> None:
-        """A stream connection broke: client transactions to it fail (17.1.4)."""
+    def transport_error(self, peer: Peer, reason: str = "transport error") -> None:
+        """A stream connection broke, or could not be made: client transactions to it fail (17.1.4)."""
         for entry in list(self._client.values()):
             if entry.peer == peer and isinstance(entry.txn, ClientInviteTransaction | ClientNonInviteTransaction):
-                self._run(entry, entry.txn.transport_error())
+                self._run(entry, entry.txn.transport_error(reason))
 
     # ---- application verbs ----
 
@@ -412,6 +456,77 @@ class SipEndpoint:
         info.headers.add("User-Agent", self.config.user_agent)
         peer = self._request_peer(leg)
         self._add_client(ClientNonInviteTransaction(info, reliable=peer.reliable, timers=self.config.timers), peer, leg)
+
+    # ---- upstream registration (RFC 3261 10.2) ----
+
+    def register(self, registration: RegistrationConfig | Registration) -> Registration:
+        """Keep a binding registered at a registrar: send its first REGISTER now, then refresh it, answer challenges
+        and retry after failures, until :meth:`unregister`. A :class:`RegistrationConfig` makes a new
+        :class:`~ivr.sip.registration.Registration`; a Registration made by the caller (an injected ``rng``) or one
+        stopped earlier (it keeps its Call-ID, and its CSeq counts on) is started as it is. Returns the registration:
+        the handle :meth:`unregister` takes and every :class:`Registered`, :class:`RegistrationFailed` and
+        :class:`Unregistered` event carries. Raises :class:`SipError` when it is already running."""
+        reg = registration if isinstance(registration, Registration) else Registration(registration)
+        outputs = reg.start()  # a stopped registration was forgotten on its Unregistered: a new entry either way
+        host, port = reg.config.next_hop
+        entry = _RegEntry(next(self._ids), reg, Peer(host, port, reg.config.transport.lower()))
+        self._registrations[reg] = entry
+        self._registrations_by_id[entry.id] = entry
+        self._run_registration(entry, outputs)
+        return reg
+
+    def unregister(self, registration: Registration) -> None:
+        """Remove the binding (REGISTER with our Contact and expires=0); :class:`Unregistered` follows the registrar's
+        answer, or its absence (408), and the endpoint forgets the registration. Nothing happens for a registration
+        that is not running."""
+        entry = self._registrations.get(registration)
+        if entry is not None:
+            self._run_registration(entry, registration.stop())
+
+    @property
+    def registrations(self) -> frozenset[Registration]:
+        """The registrations running (from :meth:`register` until their :class:`Unregistered`)."""
+        return frozenset(self._registrations)
+
+    def _run_registration(self, entry: _RegEntry, outputs: Sequence[RegistrationOutput]) -> None:
+        for out in outputs:
+            if isinstance(out, StartTransaction):
+                previous = entry.txn
+                if previous is not None and previous.txn.state not in _CLIENT_DONE:
+                    self._drop_entry(previous)  # abandoned in flight: no more retransmissions, its answer is stray
+                entry.txn = self._add_client(out.transaction, entry.peer, None, registration=entry)
+            elif isinstance(out, SetTimer):
+                entry.timers.add(out.token)
+                self._set_timer((entry.id, out.token), out.delay)
+            elif isinstance(out, ClearTimer):
+                if out.token in entry.timers:
+                    entry.timers.discard(out.token)
+                    self._clear_timer((entry.id, out.token))
+            else:
+                self._events.append(out)
+                if isinstance(out, Unregistered):
+                    self._forget_registration(entry)
+
+    def _forget_registration(self, entry: _RegEntry) -> None:
+        """The registration stopped: its timers go; a transaction of its still absorbing retransmissions (timer K)
+        runs out on its own."""
+        for name in entry.timers:
+            self._clear_timer((entry.id, name))
+        entry.timers.clear()
+        self._registrations.pop(entry.registration, None)
+        self._registrations_by_id.pop(entry.id, None)
+
+    def _registration_of(self, entry: _TxnEntry) -> _RegEntry | None:
+        """The registration ``entry``'s transaction reports to: only its current REGISTER's, while it runs."""
+        reg = entry.registration
+        if (
+            reg is None
+            or reg.txn is not entry
+            or reg.registration.transaction is not entry.txn
+            or self._registrations.get(reg.registration) is not reg
+        ):
+            return None
+        return reg
 
     # ---- transfer (RFC 3515) ----
 
@@ -549,9 +664,7 @@ class SipEndpoint:
             self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
             return
         verifier = self.config.auth
-        if verifier is not None and not (
-            self.config.auth_trusted_skip and self.config.trusted and self._trusted(peer.host)
-        ):
+        if verifier is not None and not (self.config.auth_trusted_skip and self._source_trusted):
             result = verifier.verify(req, self._wall_clock)
             if not result.ok:
                 status = result.status or 403
@@ -734,9 +847,7 @@ class SipEndpoint:
             return
         entry = self._client.get(key)
         if entry is None:
-            # Stray (17.1.3: a retransmitted 200 for a BYE already completed...): the driver may own it (REGISTER).
-            self._events.append(StrayResponse(resp, peer))
-            return
+            return  # stray (a retransmitted 200 for a BYE already completed ...): dropped (17.1.3, 18.1.2)
         txn = entry.txn
         assert isinstance(txn, ClientInviteTransaction | ClientNonInviteTransaction)
         self._run(entry, txn.receive_response(resp))
@@ -758,6 +869,10 @@ class SipEndpoint:
                 self._deliver(entry, action.message)
             elif isinstance(action, TimedOut):
                 self._timed_out(entry, action)
+            elif isinstance(action, TransportFailure):
+                reg = self._registration_of(entry)
+                if reg is not None:
+                    self._run_registration(reg, reg.registration.transport_failed(action.reason))
             elif isinstance(action, Terminated):
                 self._drop_entry(entry)
 
@@ -773,7 +888,14 @@ class SipEndpoint:
         self._timer_delays.pop(token, None)
 
     def _deliver(self, entry: _TxnEntry, message: Message) -> None:
-        if not isinstance(message, Response) or entry.leg is None:
+        if not isinstance(message, Response):
+            return
+        if entry.registration is not None:
+            reg = self._registration_of(entry)
+            if reg is not None:
+                self._run_registration(reg, reg.registration.receive_response(message))
+            return
+        if entry.leg is None:
             return
         leg = entry.leg
         if message.cseq.method == "BYE" and message.status >= 200:
@@ -849,9 +971,14 @@ class SipEndpoint:
             self._run(entry, leg.client_txn.cancel_sent())
 
     def _add_client(
-        self, txn: ClientInviteTransaction | ClientNonInviteTransaction, peer: Peer, leg: Leg | None
+        self,
+        txn: ClientInviteTransaction | ClientNonInviteTransaction,
+        peer: Peer,
+        leg: Leg | None,
+        *,
+        registration: _RegEntry | None = None,
     ) -> _TxnEntry:
-        entry = _TxnEntry(next(self._txn_ids), txn, peer, leg=leg)
+        entry = _TxnEntry(next(self._ids), txn, peer, leg=leg, registration=registration)
         self._client[txn.key] = entry
         self._by_id[entry.id] = entry
         self._run(entry, txn.start())
@@ -862,6 +989,11 @@ class SipEndpoint:
         return Via(transport, self.config.host, self.config.port, {"branch": new_branch(), "rport": None})
 
     def _timed_out(self, entry: _TxnEntry, action: TimedOut) -> None:
+        if entry.registration is not None:
+            reg = self._registration_of(entry)
+            if reg is not None:
+                self._run_registration(reg, reg.registration.timed_out(action.reason))
+            return
         leg = entry.leg
         if leg is None:
             return
@@ -894,6 +1026,8 @@ class SipEndpoint:
             del self._server[key]
         if self._client.get(key) is entry:
             del self._client[key]
+        if entry.registration is not None and entry.registration.txn is entry:
+            entry.registration.txn = None
 
     def _new_server_txn(self, req: Request, peer: Peer) -> _TxnEntry:
         txn: ServerInviteTransaction | ServerNonInviteTransaction
@@ -901,7 +1035,7 @@ class SipEndpoint:
             txn = ServerInviteTransaction(req, reliable=peer.reliable, timers=self.config.timers)
         else:
             txn = ServerNonInviteTransaction(req, reliable=peer.reliable, timers=self.config.timers)
-        entry = _TxnEntry(next(self._txn_ids), txn, self._response_peer(req, peer))
+        entry = _TxnEntry(next(self._ids), txn, self._response_peer(req, peer))
         self._server[txn.key] = entry
         self._by_id[entry.id] = entry
         self._run(entry, txn.start())
@@ -1065,8 +1199,11 @@ class SipEndpoint:
 
     @property
     def busy(self) -> bool:
-        """True while transactions or dialogs are still running (a clean shutdown waits for this to clear)."""
-        return bool(self._dialogs) or any(entry.txn.state not in _CLIENT_DONE for entry in self._client.values())
+        """True while dialogs or client transactions of calls are still running (a clean shutdown waits for this to
+        clear; a REGISTER is not waited for here: :meth:`unregister` has its own answer)."""
+        return bool(self._dialogs) or any(
+            entry.txn.state not in _CLIENT_DONE and entry.registration is None for entry in self._client.values()
+        )
 
 
 def _as_invite_key_probe(cancel: Request) -> Request:
@@ -1098,10 +1235,15 @@ __all__ = [
     "Peer",
     "ReInvite",
     "ReferReceived",
+    "Registered",
+    "Registration",
+    "RegistrationConfig",
+    "RegistrationEvent",
+    "RegistrationFailed",
     "SetTimer",
     "SipEndpoint",
-    "StrayResponse",
     "Transfer",
     "TransferProgress",
     "Transmit",
+    "Unregistered",
 ]

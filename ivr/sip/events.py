@@ -1,94 +1,32 @@
-"""What the sans-I/O SIP machines hand their driver: small immutable values, nothing that acts.
+"""What the sans-I/O SIP endpoint hands its driver: small immutable values, nothing that acts.
 
-* :class:`SetTimer` / :class:`ClearTimer` - the one timer action pair of ``ivr.sip``. The transactions
-  (:mod:`ivr.sip.transaction`) arm timers by name (``SetTimer[str]``, e.g. ``SetTimer("B", 32.0)``) and the
-  REGISTER client (:mod:`ivr.sip.registration`) by a string; setting a token that is already set replaces it, and
-  when a set timer expires the driver calls the machine's ``timer_fired(token)``. The endpoint
-  (:mod:`ivr.sip.endpoint`) keeps its transactions' timers itself, by ``(transaction serial, name)``
-  (:data:`EndpointTimer`): its driver sees only :meth:`~ivr.sip.endpoint.SipEndpoint.get_timer` and
-  :meth:`~ivr.sip.endpoint.SipEndpoint.handle_timer`.
-* :class:`Transmit` - bytes for a :class:`Peer` (what :meth:`~ivr.sip.endpoint.SipEndpoint.datagrams_to_send`
-  returns).
-* the call events of :class:`~ivr.sip.endpoint.SipEndpoint` (:data:`CallEvent`), :class:`AuthRefused` and
-  :class:`StrayResponse`: :data:`EndpointEvent`, what :meth:`~ivr.sip.endpoint.SipEndpoint.next_event` returns.
+* the call events of :class:`~ivr.sip.endpoint.SipEndpoint` (:data:`CallEvent`), :class:`AuthRefused` and the REGISTER
+  client's :data:`~ivr.sip.registration.RegistrationEvent` (:class:`Registered`, :class:`RegistrationFailed`,
+  :class:`Unregistered`): :data:`EndpointEvent`, what :meth:`~ivr.sip.endpoint.SipEndpoint.next_event` returns.
+* :data:`EndpointTimer` - how the endpoint names a timer it keeps.
+* re-exported from :mod:`ivr.sip.primitives` (the values every machine shares with its driver): :class:`Peer`,
+  :class:`Transmit`, :class:`SetTimer` / :class:`ClearTimer`; and :class:`EndReason` from :mod:`ivr.sip.leg`.
 
-The events carry the :class:`~ivr.sip.leg.Leg` (and :class:`~ivr.sip.leg.Transfer`) they are about: those are the
-endpoint's mutable records of a call, not events, and live in :mod:`ivr.sip.leg`.
+The events carry what they are about: the :class:`~ivr.sip.leg.Leg` (and :class:`~ivr.sip.leg.Transfer`), the
+endpoint's mutable records of a call, or the :class:`~ivr.sip.registration.Registration`. Those live in their own
+modules, which do not import this one: this module imports them, never the other way round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Generic, TypeVar
 
+from ivr.sip.leg import EndReason, Leg, Transfer
 from ivr.sip.message import Request, Response
-
-if TYPE_CHECKING:  # the leg module imports this one (Peer, EndReason); events only name its classes
-    from ivr.sip.leg import Leg, Transfer
-
-# ---- timers -------------------------------------------------------------------------------------------------------
-
-TokenT = TypeVar("TokenT", bound=Hashable)
-"""What names a timer: a string for a transaction or the REGISTER client."""
+from ivr.sip.primitives import ClearTimer, Peer, SetTimer, Transmit
+from ivr.sip.registration import Registered, RegistrationEvent, RegistrationFailed, Unregistered
 
 EndpointTimer = tuple[int, str]
-"""How the endpoint names a timer it keeps: (the serial of its transaction entry, the transaction's timer name)."""
-
-
-# Generic frozen dataclasses without slots: with slots=True, calling a subscripted class (``SetTimer[str](...)``)
-# fails on Python 3.11, because typing then sets ``__orig_class__`` through the frozen ``__setattr__``.
-@dataclass(frozen=True)
-class SetTimer(Generic[TokenT]):
-    """Arm timer ``token`` to fire after ``delay`` seconds, replacing an armed timer of the same token."""
-
-    token: TokenT
-    delay: float
-
-
-@dataclass(frozen=True)
-class ClearTimer(Generic[TokenT]):
-    """Disarm timer ``token``."""
-
-    token: TokenT
-
-
-# ---- addresses and the bytes to send ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from or goes to. ``connection`` names a stream connection (TCP) owned by the driver."""
-
-    host: str
-    port: int
-    transport: str = "udp"
-    connection: int | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    data: bytes
-    peer: Peer
+"""How the endpoint names a timer it keeps: (the serial of its owner - a transaction entry or a registration -, the
+owner's timer name)."""
 
 
 # ---- call events --------------------------------------------------------------------------------------------------
-
-
-class EndReason(StrEnum):
-    REMOTE_BYE = "remote_bye"
-    LOCAL_BYE = "local_bye"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    ACK_TIMEOUT = "ack_timeout"
-    SHUTDOWN = "shutdown"
-    FAILED = "failed"  # our INVITE got a final non-2xx response
-    TIMEOUT = "timeout"  # our INVITE got no final response (timer B)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +125,6 @@ class AuthRefused:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class StrayResponse:
-    """A response that matches no transaction of the endpoint (the REGISTER client runs its own)."""
-
-    response: Response
-    peer: Peer
-
-
 CallEvent = (
     IncomingCall
     | CallConfirmed
@@ -206,7 +136,7 @@ CallEvent = (
     | TransferProgress
     | ReferReceived
 )
-EndpointEvent = CallEvent | AuthRefused | StrayResponse
+EndpointEvent = CallEvent | AuthRefused | RegistrationEvent
 """What :meth:`SipEndpoint.next_event <ivr.sip.endpoint.SipEndpoint.next_event>` returns (a driver's ``on_event``)."""
 Output = EndpointEvent
 """The former name of :data:`EndpointEvent` (when the endpoint's one output list also carried bytes and timers)."""
@@ -229,8 +159,11 @@ __all__ = [
     "Peer",
     "ReInvite",
     "ReferReceived",
+    "Registered",
+    "RegistrationEvent",
+    "RegistrationFailed",
     "SetTimer",
-    "StrayResponse",
     "TransferProgress",
     "Transmit",
+    "Unregistered",
 ]

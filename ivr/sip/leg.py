@@ -36,9 +36,22 @@ from enum import Enum, StrEnum
 
 from ivr.sip.dialog import Dialog
 from ivr.sip.errors import SipError
-from ivr.sip.events import EndReason, Peer
 from ivr.sip.message import Request, Response
+from ivr.sip.primitives import Peer
 from ivr.sip.transaction import ClientInviteTransaction, ServerInviteTransaction
+
+
+class EndReason(StrEnum):
+    """Why a leg ended (:class:`~ivr.sip.events.CallEnded` carries it)."""
+
+    REMOTE_BYE = "remote_bye"
+    LOCAL_BYE = "local_bye"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    ACK_TIMEOUT = "ack_timeout"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"  # our INVITE got a final non-2xx response
+    TIMEOUT = "timeout"  # our INVITE got no final response (timer B)
 
 
 class LegState(StrEnum):
@@ -157,6 +170,7 @@ class Leg:
 
 __all__ = [
     "LEG_TRANSITIONS",
+    "EndReason",
     "Leg",
     "LegEvent",
     "LegState",

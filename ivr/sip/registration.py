@@ -1,19 +1,26 @@
 """REGISTER client for one binding (RFC 3261 section 10.2), sans-I/O, with digest auth and refresh.
 
 A :class:`Registration` keeps one Contact of ours registered at an upstream registrar: the IVR as a registered endpoint
-of a PBX or a trunk. It is driven like the transactions are: inputs are method calls (:meth:`~Registration.start`,
-:meth:`~Registration.receive_response`, :meth:`~Registration.timer_fired`, :meth:`~Registration.transport_error`,
-:meth:`~Registration.stop`) and each returns a list of outputs for the driver:
+of a PBX or a trunk. It is the transaction user of its REGISTERs and runs inside a
+:class:`~ivr.sip.endpoint.SipEndpoint` (:meth:`~ivr.sip.endpoint.SipEndpoint.register`,
+:meth:`~ivr.sip.endpoint.SipEndpoint.unregister`): the endpoint starts each REGISTER's client transaction in its own
+transaction table, matches the registrar's responses to it like any other, keeps its timers and the refresh and
+retry timers in its timer heap, sends through its driver, and hands the state changes out of
+:meth:`~ivr.sip.endpoint.SipEndpoint.next_event`. The machine itself is driven like the transactions are: inputs are
+method calls (:meth:`~Registration.start`, :meth:`~Registration.receive_response`, :meth:`~Registration.timed_out`,
+:meth:`~Registration.transport_failed`, :meth:`~Registration.timer_fired`, :meth:`~Registration.stop`) and each returns
+a list of outputs:
 
-* :class:`SendRequest` - put ``data`` on the wire to ``host:port`` over ``transport``;
-* :class:`~ivr.sip.events.SetTimer` / :class:`~ivr.sip.events.ClearTimer` (the timer pair of all of ``ivr.sip``)
-  - (re)arm or disarm the timer ``token`` (a string); when it expires the driver calls ``timer_fired(token)``;
-* :class:`Registered`, :class:`RegistrationFailed`, :class:`Unregistered` - state changes for logs, metrics and health.
+* :class:`StartTransaction` - run this REGISTER's :class:`~ivr.sip.transaction.ClientNonInviteTransaction` towards
+  :attr:`RegistrationConfig.next_hop`; it replaces the registration's previous one (a REGISTER still in flight is
+  abandoned: no more retransmissions, its answer is not ours any more);
+* :class:`~ivr.sip.primitives.SetTimer` / :class:`~ivr.sip.primitives.ClearTimer` (the timer pair of all of
+  ``ivr.sip``) - (re)arm or disarm ``"refresh"`` or ``"retry"``; when it expires :meth:`~Registration.timer_fired`;
+* :class:`Registered`, :class:`RegistrationFailed`, :class:`Unregistered` - state changes for logs, metrics and health
+  (the endpoint's events; each names its :class:`Registration`).
 
-Every REGISTER runs in a :class:`~ivr.sip.transaction.ClientNonInviteTransaction` (timer E retransmits over UDP, timer
-F gives up after 64*T1); its timers reach the driver as tokens ``"txn<serial>:E"`` / ``"txn<serial>:F"``, and a token
-of an earlier transaction is ignored. Timer K is not armed: once a final response has arrived the transaction only
-absorbs retransmissions of it, which it keeps doing until the next REGISTER replaces it.
+Each REGISTER's transaction retransmits it over UDP (timer E) and gives up after 64*T1 (timer F: 408); once a final
+response has arrived it absorbs retransmissions of it for timer K, then a late copy matches nothing and is dropped.
 
 Rules (RFC 3261 10.2 unless said): one Call-ID and From tag for the life of the object, CSeq +1 on every REGISTER, a
 fresh Via branch each time. A 2xx grants the expiry in our Contact's ``expires`` parameter, else in ``Expires``, else
@@ -31,25 +38,19 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ivr.sip.auth import AuthError, DigestClient, authorization_nonces
 from ivr.sip.errors import SipError
-from ivr.sip.events import ClearTimer, SetTimer
 from ivr.sip.headers import Headers, Via
 from ivr.sip.message import Request, Response
+from ivr.sip.primitives import ClearTimer, SetTimer
 from ivr.sip.transaction import (
     DEFAULT_TIMERS,
-    Action,
     ClientNonInviteTransaction,
-    Deliver,
-    Send,
-    Terminated,
-    TimedOut,
     TimerValues,
-    TransportFailure,
     client_key,
     new_branch,
 )
@@ -57,8 +58,6 @@ from ivr.sip.uri import NameAddr, SipURI, is_digits, parse_uri
 
 REFRESH_TIMER = "refresh"
 RETRY_TIMER = "retry"
-
-
 # ---- configuration ------------------------------------------------------------------------------------------------
 
 
@@ -115,45 +114,46 @@ class RegistrationConfig:
 # ---- outputs ------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SendRequest:
-    """Send ``data`` (the serialised ``request``) to ``host:port`` over ``transport``."""
+@dataclass(frozen=True, slots=True)
+class StartTransaction:
+    """Run ``transaction`` (a REGISTER not yet started) towards the registrar, in place of the registration's
+    previous one."""
 
-    request: Request
-    data: bytes
-    host: str
-    port: int
-    transport: str
+    transaction: ClientNonInviteTransaction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Registered:
     """The registrar accepted the binding for ``expires`` seconds; a refresh is due in ``refresh_in`` seconds."""
 
+    registration: Registration
     expires: int
     refresh_in: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RegistrationFailed:
     """A REGISTER failed (``status`` 408 for no response, 503 for a transport error); ``retry_in`` seconds until the
     next attempt. A failed refresh ends the ``registered`` state even though the registrar may still hold the
     binding until its old expiry."""
 
+    registration: Registration
     status: int
     reason: str
     retry_in: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unregistered:
     """:meth:`Registration.stop` is done: ``status`` of the expires=0 REGISTER (``None`` when none was needed)."""
 
+    registration: Registration
     status: int | None
     reason: str
 
 
-RegistrationOutput = SendRequest | SetTimer[str] | ClearTimer[str] | Registered | RegistrationFailed | Unregistered
+RegistrationEvent = Registered | RegistrationFailed | Unregistered
+RegistrationOutput = StartTransaction | SetTimer[str] | ClearTimer[str] | RegistrationEvent
 
 
 class RegistrationState(StrEnum):
@@ -184,6 +184,9 @@ class _Attempt:
 
 
 class Registration:
+    """One binding's REGISTER client. Its identity is the object itself: the handle
+    :meth:`~ivr.sip.endpoint.SipEndpoint.register` returns and every :data:`RegistrationEvent` carries."""
+
     def __init__(
         self,
         config: RegistrationConfig,
@@ -199,23 +202,30 @@ class Registration:
         self.expires: int | None = None  # the granted expiry while registered
         self.failures = 0  # consecutive failed attempts
         self.last_status: int | None = None
+        self.transaction: ClientNonInviteTransaction | None = None
+        """The REGISTER transaction whose answer this registration waits for (or the last one answered)."""
         self._rng = rng
         self._requested = config.expires
         self._client = client
         if client is None and config.username is not None and config.password is not None:
             self._client = DigestClient(config.username, config.password)
-        self._txn: ClientNonInviteTransaction | None = None
-        self._serial = 0
-        self._txn_timers: set[str] = set()
-        self._timers: set[str] = set()
+        self._timers: dict[str, float] = {}
         self._attempt = _Attempt(config.expires)
         self._sent_any = False
 
-    # ---- inputs ---------------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<Registration {self.config.aor} at {self.config.registrar} {self.state.value}>"
 
     @property
     def registered(self) -> bool:
         return self.state in (RegistrationState.REGISTERED, RegistrationState.REFRESHING)
+
+    @property
+    def armed_timers(self) -> Mapping[str, float]:
+        """The refresh or retry timer armed now, with its delay (the REGISTER's transaction keeps its own)."""
+        return dict(self._timers)
+
+    # ---- inputs ---------------------------------------------------------------------------------------------------
 
     def start(self) -> list[RegistrationOutput]:
         """Send the first REGISTER (again after :meth:`stop`)."""
@@ -230,53 +240,51 @@ class Registration:
         Without any REGISTER sent since start there is nothing to remove and :class:`Unregistered` comes at once."""
         if self.state in (RegistrationState.IDLE, RegistrationState.STOPPED, RegistrationState.UNREGISTERING):
             return []
-        out = self._disarm(REFRESH_TIMER, RETRY_TIMER) + self._abandon_txn()
+        out = self._disarm(REFRESH_TIMER, RETRY_TIMER)
+        self.transaction = None
         self.expires = None
         if not self._sent_any:
             self.state = RegistrationState.STOPPED
-            return [*out, Unregistered(None, "no REGISTER was sent")]
+            return [*out, Unregistered(self, None, "no REGISTER was sent")]
         self.state = RegistrationState.UNREGISTERING
         return out + self._new_attempt(0)
 
-    def matches(self, response: Response) -> bool:
-        """Whether ``response`` answers our REGISTER in progress (same branch and method, RFC 3261 17.1.3)."""
-        if self._txn is None:
-            return False
-        try:
-            return client_key(response) == self._txn.key
-        except SipError:
-            return False
-
     def receive_response(self, response: Response) -> list[RegistrationOutput]:
-        """A response the driver received; ignored (empty list) unless :meth:`matches` is true."""
-        if not self.matches(response):
+        """A response :attr:`transaction` delivered; provisional ones, and any response to another transaction (same
+        branch and method, RFC 3261 17.1.3), change nothing."""
+        txn = self.transaction
+        if txn is None or response.status < 200:
             return []
-        assert self._txn is not None
-        return self._run(self._txn.receive_response(response))
+        try:
+            if client_key(response) != txn.key:
+                return []
+        except SipError:
+            return []
+        return self._final(txn.request, response)
+
+    def timed_out(self, reason: str) -> list[RegistrationOutput]:
+        """:attr:`transaction` got no final response (timer F)."""
+        if self.transaction is None:
+            return []
+        return self._failed(408, f"no response from the registrar ({reason})")
+
+    def transport_failed(self, reason: str) -> list[RegistrationOutput]:
+        """The transport could not send :attr:`transaction`'s REGISTER (ICMP unreachable, TCP connect refused)."""
+        if self.transaction is None:
+            return []
+        return self._failed(503, f"transport failure: {reason}")
 
     def timer_fired(self, token: str) -> list[RegistrationOutput]:
-        if token in (REFRESH_TIMER, RETRY_TIMER):
-            if token not in self._timers:
-                return []
-            self._timers.discard(token)
-            if token == REFRESH_TIMER and self.state is RegistrationState.REGISTERED:
-                self.state = RegistrationState.REFRESHING
-                return self._new_attempt(self._requested)
-            if token == RETRY_TIMER and self.state is RegistrationState.RETRY_WAIT:
-                self.state = RegistrationState.REGISTERING
-                return self._new_attempt(self._requested)
+        """The refresh or retry timer expired; a token not armed (cleared, or never set) is ignored."""
+        if self._timers.pop(token, None) is None:
             return []
-        serial, _, name = token.partition(":")
-        if self._txn is None or serial != f"txn{self._serial}" or token not in self._txn_timers:
-            return []  # a timer of a transaction we replaced or abandoned
-        self._txn_timers.discard(token)
-        return self._run(self._txn.timer_fired(name))
-
-    def transport_error(self, reason: str = "transport error") -> list[RegistrationOutput]:
-        """The transport could not send the REGISTER (ICMP unreachable, TCP connect refused)."""
-        if self._txn is None:
-            return []
-        return self._run(self._txn.transport_error(reason))
+        if token == REFRESH_TIMER and self.state is RegistrationState.REGISTERED:
+            self.state = RegistrationState.REFRESHING
+            return self._new_attempt(self._requested)
+        if token == RETRY_TIMER and self.state is RegistrationState.RETRY_WAIT:
+            self.state = RegistrationState.REGISTERING
+            return self._new_attempt(self._requested)
+        return []
 
     # ---- building and sending -------------------------------------------------------------------------------------
 
@@ -312,51 +320,10 @@ class Registration:
         return Request("REGISTER", config.registrar, headers)
 
     def _send(self, request: Request) -> list[RegistrationOutput]:
-        out = self._abandon_txn()
         self._sent_any = True
-        self._serial += 1
         reliable = self.config.transport.lower() != "udp"
-        self._txn = ClientNonInviteTransaction(request, reliable=reliable, timers=self.config.timers)
-        return out + self._run(self._txn.start())
-
-    def _abandon_txn(self) -> list[RegistrationOutput]:
-        out: list[RegistrationOutput] = [ClearTimer(token) for token in sorted(self._txn_timers)]
-        self._txn_timers.clear()
-        self._txn = None
-        return out
-
-    def _run(self, actions: Sequence[Action]) -> list[RegistrationOutput]:
-        txn = self._txn
-        assert txn is not None
-        prefix = f"txn{self._serial}:"
-        out: list[RegistrationOutput] = []
-        host, port = self.config.next_hop
-        for action in actions:
-            if isinstance(action, Send):
-                message = action.message
-                assert isinstance(message, Request)
-                out.append(SendRequest(message, message.to_bytes(), host, port, self.config.transport.lower()))
-            elif isinstance(action, SetTimer):
-                if action.token == "K":
-                    continue  # see the module docstring: the completed transaction stays until replaced
-                self._txn_timers.add(prefix + action.token)
-                out.append(SetTimer(prefix + action.token, action.delay))
-            elif isinstance(action, ClearTimer):
-                if prefix + action.token in self._txn_timers:
-                    self._txn_timers.discard(prefix + action.token)
-                    out.append(ClearTimer(prefix + action.token))
-            elif isinstance(action, Deliver):
-                message = action.message
-                if isinstance(message, Response) and message.status >= 200 and self._txn is txn:
-                    out += self._final(txn.request, message)
-            elif isinstance(action, TimedOut):
-                out += self._failed(408, f"no response from the registrar ({action.reason})")
-            elif isinstance(action, TransportFailure):
-                out += self._failed(503, f"transport failure: {action.reason}")
-            elif isinstance(action, Terminated) and self._txn is txn:
-                self._txn_timers.clear()
-                self._txn = None
-        return out
+        self.transaction = ClientNonInviteTransaction(request, reliable=reliable, timers=self.config.timers)
+        return [StartTransaction(self.transaction)]
 
     # ---- responses ------------------------------------------------------------------------------------------------
 
@@ -383,7 +350,7 @@ class Registration:
         self.expires = granted
         self.failures = 0
         delay = max(granted / 2, granted - self.config.refresh_margin, self.config.min_refresh)
-        return [*self._arm(REFRESH_TIMER, delay), Registered(granted, delay)]
+        return [*self._arm(REFRESH_TIMER, delay), Registered(self, granted, delay)]
 
     def _challenged(self, request: Request, response: Response) -> list[RegistrationOutput]:
         if self._client is None:
@@ -430,7 +397,7 @@ class Registration:
             return self._stopped(status, reason)
         if self.state not in _SENDING:
             return []
-        out = self._abandon_txn()
+        self.transaction = None
         self.failures += 1
         self.expires = None
         self.state = RegistrationState.RETRY_WAIT
@@ -440,12 +407,12 @@ class Registration:
         delay = wait * (0.5 + 0.5 * self._rng())
         if retry_after is not None:
             delay = max(delay, float(retry_after))
-        return [*out, *self._arm(RETRY_TIMER, delay), RegistrationFailed(status, reason, delay)]
+        return [*self._arm(RETRY_TIMER, delay), RegistrationFailed(self, status, reason, delay)]
 
     def _stopped(self, status: int | None, reason: str) -> list[RegistrationOutput]:
-        out = self._abandon_txn()
+        self.transaction = None
         self.state = RegistrationState.STOPPED
-        return [*out, Unregistered(status, reason)]
+        return [Unregistered(self, status, reason)]
 
     def _granted_expires(self, response: Response) -> int:
         """Our Contact's expires parameter, else the Expires header, else what we asked for (RFC 3261 10.2.4)."""
@@ -468,14 +435,13 @@ class Registration:
     # ---- timers ---------------------------------------------------------------------------------------------------
 
     def _arm(self, token: str, delay: float) -> list[RegistrationOutput]:
-        self._timers.add(token)
+        self._timers[token] = delay
         return [SetTimer(token, delay)]
 
     def _disarm(self, *tokens: str) -> list[RegistrationOutput]:
         out: list[RegistrationOutput] = []
         for token in tokens:
-            if token in self._timers:
-                self._timers.discard(token)
+            if self._timers.pop(token, None) is not None:
                 out.append(ClearTimer(token))
         return out
 
@@ -511,9 +477,10 @@ __all__ = [
     "Registered",
     "Registration",
     "RegistrationConfig",
+    "RegistrationEvent",
     "RegistrationFailed",
     "RegistrationOutput",
     "RegistrationState",
-    "SendRequest",
+    "StartTransaction",
     "Unregistered",
 ]

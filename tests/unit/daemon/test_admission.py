@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from ivr.daemon.admission import CallAdmission, SourceGate, TokenBucket
-from ivr.sip.endpoint import Peer
+from ivr.sip.endpoint import EndpointConfig, Peer, SipEndpoint
 
 
 class Clock:
@@ -28,13 +28,24 @@ def test_a_bucket_gives_its_burst_then_refills_at_its_rate() -> None:
 def test_trusted_sources_pass_and_others_are_held_to_their_own_rate() -> None:
     clock = Clock()
     gate = SourceGate([ipaddress.ip_network("10.0.0.0/8")], max_messages_per_source=5.0, now=clock)
-    assert all(gate(Peer("10.1.2.3", 5060)) for _ in range(1000))
-    flood = [gate(Peer("192.0.2.7", 5060)) for _ in range(20)]
-    assert flood.count(True) == 10  # a burst of twice the rate
-    assert gate(Peer("192.0.2.8", 5060))  # another source is not starved by the first
+    assert all(gate.admit(Peer("10.1.2.3", 5060)) is True for _ in range(1000))  # let in, and trusted
+    flood = [gate.admit(Peer("192.0.2.7", 5060)) for _ in range(20)]
+    assert flood.count(False) == 10 and flood.count(None) == 10  # a burst of twice the rate let in, untrusted
+    assert gate.admit(Peer("192.0.2.8", 5060)) is False  # another source is not starved by the first
     assert gate.dropped == 10
     clock.now += 1.0
-    assert [gate(Peer("192.0.2.7", 5060)) for _ in range(6)].count(True) == 5
+    assert [gate.admit(Peer("192.0.2.7", 5060)) for _ in range(6)].count(False) == 5
+
+
+def test_the_gate_says_trusted_as_the_endpoint_would_have_found_it() -> None:
+    """The gate's answer is the endpoint's ``trusted`` flag: the same networks give the same verdict, brackets of an
+    IPv6 literal and all, and a name is never trusted."""
+    networks = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
+    gate = SourceGate(networks, max_messages_per_source=100.0, now=Clock())
+    endpoint = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060, trusted=networks))
+    for host in ("10.9.8.7", "192.0.2.1", "2001:db8::5", "[2001:db8::5]", "2001:db9::1", "pbx.example.com", ""):
+        assert gate.trusted(host) == endpoint._trusted(host), host
+        assert gate.admit(Peer(host, 5060)) is endpoint._trusted(host), host
 
 
 def test_a_name_is_never_trusted_and_the_trust_cache_stays_bounded() -> None:

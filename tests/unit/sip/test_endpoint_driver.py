@@ -6,6 +6,7 @@ its deadline from the ``now`` of the next ``datagrams_to_send``, ``get_timer`` i
 from __future__ import annotations
 
 import base64
+from ipaddress import ip_network
 
 from ivr.sip.auth import DigestVerifier, static_credentials
 from ivr.sip.endpoint import CallEnded, EndpointConfig, EndReason, IncomingCall, Peer, SipEndpoint
@@ -146,3 +147,27 @@ def test_the_wall_clock_is_a_separate_argument_for_digest_nonces() -> None:
     nonce = (challenge.headers.get("WWW-Authenticate") or "").split('nonce="')[1].split('"')[0]
     issued_ms = int.from_bytes(base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))[:8], "big")
     assert issued_ms == 1_700_000_000_000  # stamped with the wall clock, not the driver's 12.0
+
+
+def test_the_drivers_word_on_trust_stands_in_for_the_endpoints_own_check() -> None:
+    """``receive(..., trusted=)`` is the driver's gate's answer (from the same networks as ``config.trusted``); the
+    endpoint checks ``config.trusted`` itself only when no answer is given. An empty ``config.trusted`` refuses
+    nobody and lets nobody skip digest authentication, whatever the flag says."""
+    verifier = DigestVerifier(realm="ivr.test", secret=b"k" * 32, credentials=static_credentials({"alice": "pw"}))
+    networks = (ip_network("10.0.0.0/8"),)
+    ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060, trusted=networks, auth=verifier))
+    inside, outside = Peer("10.1.2.3", 5070), Peer("203.0.113.9", 5070)
+
+    def statuses(peer: Peer, trusted: bool | None, n: int) -> list[int]:
+        data = invite(branch=f"z9hG4bK-t{n}", call_id=f"trust-{n}", from_tag=f"f{n}")
+        ep.receive(data, peer, 1.0, trusted=trusted)
+        return [parse_message(t.data).status for t in ep.datagrams_to_send(1.0)]  # type: ignore[union-attr]
+
+    assert statuses(inside, None, 1) == [100]  # the endpoint's own check: trusted, so not challenged
+    assert statuses(outside, None, 2) == [403]
+    assert statuses(outside, True, 3) == [100]  # the flag decides, not the address
+    assert statuses(inside, False, 4) == [403]
+    assert ep.untrusted_messages == 2
+    ep.config.trusted = ()
+    assert statuses(outside, False, 5) == [100, 401]  # no trust list: nobody refused, everybody challenged
+    assert statuses(inside, True, 6) == [100, 401]

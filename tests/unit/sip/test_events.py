@@ -1,5 +1,5 @@
-"""ivr.sip.events: the one timer pair the transactions and the REGISTER client emit (the endpoint keeps its own
-timers), and the old import paths that still work."""
+"""ivr.sip.events and ivr.sip.primitives: the one timer pair the transactions and the REGISTER client emit (the
+endpoint keeps all their timers), and the old import paths that still work."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from ivr.sip import endpoint, events, leg
+from ivr.sip import endpoint, events, leg, primitives, registration
 from ivr.sip.endpoint import EndpointConfig, SipEndpoint
 from ivr.sip.events import ClearTimer, Peer, SetTimer, Transmit
 from ivr.sip.message import Request, parse_message
@@ -37,15 +37,22 @@ def test_the_transactions_and_the_register_client_share_one_timer_pair_the_endpo
     assert len(ep.datagrams_to_send(100.5)) == 1 and ep.get_timer() == 101.5  # retransmitted; A doubled
     assert ep.next_event() is None
 
-    reg = Registration(
+    # A REGISTER runs in the endpoint's transaction table too: its E and F are the endpoint's timers ...
+    reg_ep = SipEndpoint(EndpointConfig(host="192.0.2.10", port=5060))
+    reg = reg_ep.register(
         RegistrationConfig(
             registrar="sip:pbx.example.com", aor="sip:ivr@pbx.example.com", contact="sip:ivr@192.0.2.10",
             local_host="192.0.2.10", local_port=5060,
         )
     )  # fmt: skip
-    reg_out = reg.start()
-    assert [o.token for o in reg_out if isinstance(o, SetTimer)] == ["txn1:E", "txn1:F"]
-    assert [o for o in reg.stop() if isinstance(o, ClearTimer)] == [ClearTimer("txn1:E"), ClearTimer("txn1:F")]
+    assert [t.peer for t in reg_ep.datagrams_to_send(100.0)] == [Peer("pbx.example.com", 5060)]
+    assert reg_ep.get_timer() == 100.5  # E
+    # ... and the REGISTER client's own refresh and retry are the same pair, for the endpoint to keep.
+    machine = Registration(reg.config, rng=lambda: 0.0)
+    machine.start()
+    assert machine.timed_out("timer F")[0] == SetTimer("retry", 30.0)
+    assert machine.armed_timers == {"retry": 30.0}
+    assert machine.stop()[0] == ClearTimer("retry")
 
 
 def test_timer_actions_are_immutable_values() -> None:
@@ -66,3 +73,12 @@ def test_the_endpoint_still_exports_every_event_and_output_type(name: str) -> No
 def test_the_endpoint_still_exports_the_leg_types(name: str) -> None:
     assert name in endpoint.__all__
     assert getattr(endpoint, name) is getattr(leg, name)
+
+
+@pytest.mark.parametrize(("name", "home"), [
+    ("Peer", primitives), ("Transmit", primitives), ("SetTimer", primitives), ("ClearTimer", primitives),
+    ("EndReason", leg), ("Registered", registration), ("RegistrationFailed", registration),
+    ("Unregistered", registration),
+])  # fmt: skip
+def test_the_events_module_re_exports_the_types_that_moved_below_it(name: str, home: object) -> None:
+    assert getattr(events, name) is getattr(home, name)

@@ -1,10 +1,11 @@
 """The REGISTER client (RFC 3261 section 10.2): requests it builds, refresh, digest auth against our own verifier,
 423 Min-Expires, backoff with jitter (RFC 5626 section 4.5), retransmission by the non-INVITE client transaction, and
-removal of the binding on stop. Driven by hand: the test is the driver, timers fire when it says so."""
+removal of the binding on stop. The registration runs in a SipEndpoint (``register`` / ``unregister``), driven by
+hand as its driver would: the test feeds the registrar's answers to ``receive``, moves a fake clock through
+``handle_timer``, and collects ``datagrams_to_send`` and ``next_event``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,22 +13,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ivr.sip.auth import DigestVerifier, parse_credentials, static_credentials
-from ivr.sip.events import ClearTimer, SetTimer
-from ivr.sip.message import Request, Response, make_response, parse_message
+from ivr.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from ivr.sip.errors import SipError
+from ivr.sip.message import Request, make_response, parse_message
 from ivr.sip.registration import (
     Registered,
     Registration,
     RegistrationConfig,
+    RegistrationEvent,
     RegistrationFailed,
-    RegistrationOutput,
     RegistrationState,
-    SendRequest,
+    StartTransaction,
     Unregistered,
 )
-from ivr.sip.transaction import MAGIC_COOKIE
+from ivr.sip.transaction import MAGIC_COOKIE, ClientNonInviteState
 
 NOW = 1_700_000_000.0
 CONTACT = "sip:ivr@192.0.2.10:5080"
+REGISTRAR = Peer("198.51.100.1", 5060)  # where the registrar's answers come from
 
 
 def config(**overrides: object) -> RegistrationConfig:
@@ -45,53 +48,83 @@ def config(**overrides: object) -> RegistrationConfig:
     return RegistrationConfig(**params)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Sent:
+    request: Request
+    data: bytes
+    peer: Peer
+
+
 @dataclass
 class Driver:
-    """What the server does with the outputs: send, keep timers, collect events."""
+    """What the SIP driver does for the endpoint the registration runs in: a clock it moves, the REGISTERs sent (with
+    where to), the registration's events."""
 
     reg: Registration
-    sent: list[SendRequest] = field(default_factory=list)
-    timers: dict[str, float] = field(default_factory=dict)
-    events: list[RegistrationOutput] = field(default_factory=list)
+    ep: SipEndpoint = field(default_factory=lambda: SipEndpoint(EndpointConfig(host="192.0.2.10", port=5080)))
+    now: float = 0.0
+    sent: list[Sent] = field(default_factory=list)
+    events: list[RegistrationEvent] = field(default_factory=list)
 
-    def feed(self, outputs: Sequence[RegistrationOutput]) -> None:
-        for out in outputs:
-            if isinstance(out, SendRequest):
-                assert out.data == out.request.to_bytes()
-                self.sent.append(out)
-            elif isinstance(out, SetTimer):
-                self.timers[out.token] = out.delay
-            elif isinstance(out, ClearTimer):
-                assert out.token in self.timers, f"disarmed {out.token} that was not armed"
-                del self.timers[out.token]
-            else:
-                self.events.append(out)
+    def pump(self) -> None:
+        for out in self.ep.datagrams_to_send(self.now):
+            request = parse_message(out.data)
+            assert isinstance(request, Request) and request.method == "REGISTER"
+            self.sent.append(Sent(request, out.data, out.peer))
+        while (event := self.ep.next_event()) is not None:
+            assert isinstance(event, Registered | RegistrationFailed | Unregistered) and event.registration is self.reg
+            self.events.append(event)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on, firing the endpoint's timers at their deadlines."""
+        end = self.now + seconds
+        while (deadline := self.ep.get_timer()) is not None and deadline <= end:
+            self.now = deadline
+            self.ep.handle_timer(deadline)
+            self.pump()
+        self.now = end
+
+    @property
+    def timers(self) -> dict[str, float]:
+        """The registration's own timers (refresh, retry) with their delays."""
+        return dict(self.reg.armed_timers)
+
+    @property
+    def txn_timers(self) -> dict[str, float]:
+        """The timers of the REGISTER transaction the registration waits on (kept in the endpoint)."""
+        txn = self.reg.transaction
+        return {} if txn is None else dict(txn.armed_timers)
 
     @property
     def last(self) -> Request:
         return self.sent[-1].request
 
     def start(self) -> None:
-        self.feed(self.reg.start())
+        assert self.ep.register(self.reg) is self.reg
+        self.pump()
+
+    def stop(self) -> None:
+        self.ep.unregister(self.reg)
+        self.pump()
 
     def answer(self, status: int, *extra: tuple[str, str], request: Request | None = None) -> None:
         """The registrar answers ``request`` (default: the last one sent); the response goes over the wire."""
         response = make_response(request or self.last, status, to_tag="reg1", extra=list(extra))
-        parsed = parse_message(response.to_bytes())
-        assert isinstance(parsed, Response)
-        self.feed(self.reg.receive_response(parsed))
+        self.ep.receive(response.to_bytes(), REGISTRAR, self.now)
+        self.pump()
 
     def ok(self, expires: int = 600, contact: str = CONTACT) -> None:
         self.answer(200, ("Contact", f"<{contact}>;expires={expires}"))
 
     def fire(self, token: str) -> None:
+        """Move the clock to the refresh or retry timer (armed now: answers take no time) and past it."""
         assert token in self.timers, f"timer {token} is not armed (armed: {sorted(self.timers)})"
-        del self.timers[token]
-        self.feed(self.reg.timer_fired(token))
+        self.advance(self.timers[token])
 
     def fire_txn(self, name: str) -> None:
-        (token,) = [t for t in self.timers if t.endswith(":" + name)]
-        self.fire(token)
+        """Move the clock to the REGISTER transaction's timer ``name`` (armed when the REGISTER was sent, now)."""
+        assert name in self.txn_timers, f"timer {name} is not armed (armed: {sorted(self.txn_timers)})"
+        self.advance(self.txn_timers[name])
 
 
 def driver(rng: float = 0.0, **overrides: object) -> Driver:
@@ -131,7 +164,7 @@ def test_first_register_carries_aor_contact_with_expires_and_a_fresh_branch() ->
     d.start()
     (out,) = d.sent
     request = out.request
-    assert (out.host, out.port, out.transport) == ("pbx.example.com", 5060, "udp")
+    assert out.peer == Peer("pbx.example.com", 5060, "udp")
     assert request.method == "REGISTER" and request.uri == "sip:pbx.example.com"
     assert str(request.to.uri) == "sip:ivr@pbx.example.com" and request.to.tag is None
     assert str(request.from_.uri) == "sip:ivr@pbx.example.com" and request.from_.tag
@@ -149,28 +182,34 @@ def test_first_register_carries_aor_contact_with_expires_and_a_fresh_branch() ->
 def test_outbound_proxy_destination_overrides_the_registrar_host() -> None:
     d = driver(destination=("198.51.100.7", 5070))
     d.start()
-    assert (d.sent[0].host, d.sent[0].port) == ("198.51.100.7", 5070)
+    assert (d.sent[0].peer.host, d.sent[0].peer.port) == ("198.51.100.7", 5070)
 
 
 def test_register_is_retransmitted_by_timer_e_over_udp_and_gives_up_at_timer_f() -> None:
     d = driver()
     d.start()
-    assert sorted(d.timers) == ["txn1:E", "txn1:F"] and d.timers["txn1:F"] == 32.0
-    d.fire("txn1:E")
+    assert d.txn_timers == {"E": 0.5, "F": 32.0} and d.timers == {}
+    assert d.ep.get_timer() == 0.5  # the REGISTER's timers are the endpoint's
+    d.advance(0.5)
     assert len(d.sent) == 2 and d.sent[1].data == d.sent[0].data
-    assert d.timers["txn1:E"] == 1.0  # T1 doubling
-    d.fire("txn1:F")
+    assert d.txn_timers["E"] == 1.0  # T1 doubling
+    d.advance(1.0)
+    assert len(d.sent) == 3
+    d.advance(30.5)  # F at 32 s
     (failed,) = d.events
     assert isinstance(failed, RegistrationFailed) and failed.status == 408
-    assert "txn1:E" not in d.timers and "retry" in d.timers
+    assert d.reg.transaction is None and "retry" in d.timers
     assert d.reg.state is RegistrationState.RETRY_WAIT
+    assert d.ep.get_timer() == d.now + d.timers["retry"]  # nothing of the REGISTER's transaction is left
 
 
 def test_over_tcp_the_register_is_not_retransmitted() -> None:
     d = driver(transport="tcp")
     d.start()
-    assert sorted(d.timers) == ["txn1:F"]
-    assert d.last.top_via.transport == "TCP"
+    assert d.txn_timers == {"F": 32.0}
+    assert d.last.top_via.transport == "TCP" and d.sent[0].peer.transport == "tcp"
+    d.advance(31.9)
+    assert len(d.sent) == 1 and d.events == []
 
 
 # ---- 200 OK and refresh -------------------------------------------------------------------------------------------
@@ -180,8 +219,9 @@ def test_200_grants_the_contact_expires_and_schedules_the_refresh_before_it_ends
     d = driver()
     d.start()
     d.ok(expires=600)
-    assert d.events == [Registered(600, 540.0)]
-    assert d.timers == {"refresh": 540.0}  # transaction timers are gone; K is never armed
+    assert d.events == [Registered(d.reg, 600, 540.0)]
+    assert d.timers == {"refresh": 540.0}
+    assert d.txn_timers == {"K": 5.0}  # the answered transaction only absorbs retransmissions of the 200
     assert d.reg.registered and d.reg.expires == 600
 
 
@@ -201,7 +241,7 @@ def test_granted_expiry_comes_from_our_contact_among_other_bindings() -> None:
         ("Contact", "<sip:ivr@192.0.2.10:5080;transport=udp>;expires=300"),
         ("Expires", "7200"),
     )
-    assert d.events == [Registered(300, 240.0)]
+    assert d.events == [Registered(d.reg, 300, 240.0)]
 
 
 def test_granted_expiry_falls_back_to_the_expires_header_then_to_what_we_asked() -> None:
@@ -241,7 +281,12 @@ def test_retransmitted_response_after_the_final_one_is_absorbed() -> None:
     request = d.last
     d.ok()
     d.answer(200, ("Contact", f"<{CONTACT}>;expires=600"), request=request)
-    assert d.events == [Registered(600, 540.0)]
+    assert d.events == [Registered(d.reg, 600, 540.0)]
+    d.advance(5.0)  # timer K: the transaction is gone, a late copy matches nothing and is dropped
+    assert d.txn_timers == {} and d.reg.transaction is not None
+    assert d.reg.transaction.state is ClientNonInviteState.TERMINATED
+    d.answer(200, ("Contact", f"<{CONTACT}>;expires=600"), request=request)
+    assert d.events == [Registered(d.reg, 600, 540.0)] and len(d.sent) == 1
 
 
 def test_response_to_another_transaction_does_not_match() -> None:
@@ -249,8 +294,10 @@ def test_response_to_another_transaction_does_not_match() -> None:
     d.start()
     other = make_response(d.last, 200, to_tag="x")
     other.headers.set("Via", "SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bKother")
-    assert not d.reg.matches(other)
-    assert d.reg.receive_response(other) == []
+    d.ep.receive(other.to_bytes(), REGISTRAR, d.now)
+    d.pump()
+    assert d.events == [] and d.reg.state is RegistrationState.REGISTERING
+    assert d.reg.receive_response(other) == []  # the machine checks it too
 
 
 # ---- digest authentication ----------------------------------------------------------------------------------------
@@ -271,7 +318,7 @@ def test_401_is_answered_with_sha256_credentials_and_the_registrar_accepts_them(
         and 'uri="sip:pbx.example.com"' in (authorization)
     )
     assert registrar.handle(d) == 200
-    assert d.events == [Registered(600, 540.0)]
+    assert d.events == [Registered(d.reg, 600, 540.0)]
 
 
 def test_refresh_sends_credentials_preemptively_with_the_next_nonce_count() -> None:
@@ -367,7 +414,7 @@ def test_423_raises_the_expiry_to_min_expires_and_retries_at_once() -> None:
     assert d.last.headers.get("Contact") == f"<{CONTACT}>;expires=1800" and d.last.headers.get("Expires") == "1800"
     assert d.last.headers.get("Authorization") is not None  # the 423 retry keeps the credentials
     assert registrar.handle(d) == 200
-    assert d.events == [Registered(1800, 1740.0)]
+    assert d.events == [Registered(d.reg, 1800, 1740.0)]
     d.fire("refresh")
     assert d.last.headers.get("Expires") == "1800"  # later refreshes keep asking for the minimum
 
@@ -427,19 +474,26 @@ def test_failed_refresh_leaves_the_registered_state() -> None:
 def test_transport_error_is_reported_as_503_and_retried() -> None:
     d = driver(transport="tcp")
     d.start()
-    d.feed(d.reg.transport_error("connection refused"))
+    d.ep.transport_error(Peer("pbx.example.com", 5060, "tcp"), "connection refused")
+    d.pump()
     failed = d.events[-1]
     assert isinstance(failed, RegistrationFailed) and failed.status == 503 and "connection refused" in failed.reason
-    assert "retry" in d.timers and "txn1:F" not in d.timers
+    assert "retry" in d.timers and d.reg.transaction is None
+    assert d.ep.get_timer() == d.now + d.timers["retry"]  # the failed transaction's F is gone
 
 
-def test_timer_of_a_replaced_transaction_is_ignored() -> None:
+def test_the_answered_transaction_is_replaced_and_its_late_answers_are_not_ours() -> None:
     d = driver()
     d.start()
+    first = d.reg.transaction
     d.answer(401, ("WWW-Authenticate", 'Digest realm="pbx", nonce="n", qop="auth"'))
-    assert "txn1:E" not in d.timers and "txn2:E" in d.timers
-    assert d.reg.timer_fired("txn1:E") == []
-    assert d.reg.timer_fired("refresh") == []
+    assert first is not None and d.reg.transaction is not first
+    assert d.txn_timers == {"E": 0.5, "F": 32.0}
+    d.advance(0.5)
+    assert [s.request.cseq.number for s in d.sent] == [1, 2, 2]  # only the answer to the challenge is resent
+    d.answer(200, ("Contact", f"<{CONTACT}>;expires=600"), request=first.request)
+    assert d.events == [] and d.reg.state is RegistrationState.REGISTERING
+    assert d.reg.timer_fired("refresh") == []  # not armed: ignored
 
 
 # ---- stop ---------------------------------------------------------------------------------------------------------
@@ -449,14 +503,15 @@ def test_stop_removes_only_our_binding_with_expires_zero() -> None:
     d = driver()
     d.start()
     d.ok()
-    d.feed(d.reg.stop())
+    d.stop()
     assert "refresh" not in d.timers
     request = d.last
     assert request.headers.get("Contact") == f"<{CONTACT}>;expires=0" and request.headers.get("Expires") == "0"
     assert d.reg.state is RegistrationState.UNREGISTERING and not d.reg.registered
     d.ok(expires=0)
-    assert d.events[-1] == Unregistered(200, "binding removed")
+    assert d.events[-1] == Unregistered(d.reg, 200, "binding removed")
     assert d.reg.state is RegistrationState.STOPPED and d.timers == {}
+    assert d.reg not in d.ep.registrations
 
 
 def test_stop_answers_a_challenge_once_then_reports_unregistered() -> None:
@@ -465,32 +520,34 @@ def test_stop_answers_a_challenge_once_then_reports_unregistered() -> None:
     d.start()
     registrar.handle(d)
     registrar.handle(d)
-    d.feed(d.reg.stop())
+    d.stop()
     registrar.verifier = DigestVerifier(
         realm="pbx.example.com", secret=b"z" * 32, credentials=static_credentials({"ivr": "s3cret"})
     )  # a restarted registrar: our preemptive nonce is unknown to it
     assert registrar.handle(d) == 401
     assert registrar.handle(d) == 200
-    assert d.events[-1] == Unregistered(200, "binding removed")
+    assert d.events[-1] == Unregistered(d.reg, 200, "binding removed")
 
 
 def test_stop_without_an_answer_finishes_with_408() -> None:
     d = driver()
     d.start()
     d.ok()
-    d.feed(d.reg.stop())
+    d.stop()
     d.fire_txn("F")
     assert isinstance(d.events[-1], Unregistered) and d.events[-1].status == 408
-    assert d.timers == {}
+    assert d.timers == {} and d.ep.get_timer() is None and not d.ep.registrations
 
 
 def test_stop_while_registering_abandons_the_request_in_flight() -> None:
     d = driver()
     d.start()
     first = d.last
-    d.feed(d.reg.stop())
-    assert sorted(d.timers) == ["txn2:E", "txn2:F"]
+    d.stop()
+    assert d.txn_timers == {"E": 0.5, "F": 32.0}
     assert d.last.headers.get("Expires") == "0" and d.last.cseq.number == 2
+    d.advance(0.5)
+    assert [s.request.cseq.number for s in d.sent] == [1, 2, 2]  # the abandoned REGISTER is not resent
     d.answer(200, ("Contact", f"<{CONTACT}>;expires=600"), request=first)
     assert d.events == []  # the answer to the abandoned REGISTER is not ours any more
 
@@ -499,29 +556,46 @@ def test_stop_while_waiting_to_retry_still_removes_a_binding_that_may_exist() ->
     d = driver()
     d.start()
     d.answer(500)
-    d.feed(d.reg.stop())
+    d.stop()
     assert "retry" not in d.timers and d.last.headers.get("Expires") == "0"
 
 
 def test_stop_before_start_and_twice_does_nothing() -> None:
     d = driver()
     assert d.reg.stop() == []
+    d.stop()
+    assert d.sent == [] and d.events == []
     d.start()
     d.ok()
-    d.feed(d.reg.stop())
+    d.stop()
     assert d.reg.stop() == []
+    d.stop()
+    assert len(d.sent) == 2
 
 
 def test_start_again_after_stop_registers_with_a_higher_cseq() -> None:
     d = driver()
     d.start()
     d.ok()
-    d.feed(d.reg.stop())
+    d.stop()
     d.ok(expires=0)
     d.start()
     assert d.last.cseq.number == 3 and d.last.headers.get("Expires") == "600"
-    with pytest.raises(Exception, match="already"):
-        d.reg.start()
+    assert d.last.call_id == d.sent[0].request.call_id and d.ep.registrations == {d.reg}
+    with pytest.raises(SipError, match="already"):
+        d.ep.register(d.reg)
+
+
+def test_register_takes_a_configuration_and_the_machine_asks_the_endpoint_to_run_its_transactions() -> None:
+    ep = SipEndpoint(EndpointConfig(host="192.0.2.10", port=5080))
+    reg = ep.register(config())
+    assert isinstance(reg, Registration) and ep.registrations == {reg} and reg.state is RegistrationState.REGISTERING
+    (sent,) = ep.datagrams_to_send(0.0)
+    assert sent.peer == Peer("pbx.example.com", 5060)
+    machine = Registration(config())
+    (start,) = machine.start()
+    assert start == StartTransaction(machine.transaction)  # type: ignore[arg-type]
+    assert machine.transaction is not None and machine.transaction.armed_timers == {}  # the endpoint starts it
 
 
 def test_config_refuses_nonsense() -> None:
@@ -553,8 +627,8 @@ def test_call_id_is_constant_cseq_increases_and_timers_stay_consistent(moves: li
         elif move == "retry" and "retry" in d.timers:
             d.fire("retry")
         elif move == "stop":
-            d.feed(d.reg.stop())
-        elif move == "timeout" and any(t.endswith(":F") for t in d.timers):
+            d.stop()
+        elif move == "timeout" and "F" in d.txn_timers:
             d.fire_txn("F")
         elif d.reg.state in (
             RegistrationState.REGISTERING,
@@ -578,10 +652,11 @@ def test_call_id_is_constant_cseq_increases_and_timers_stay_consistent(moves: li
     distinct = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]  # E retransmits repeat a number
     assert distinct == sorted(set(distinct))
     state = d.reg.state
-    txn_timers = {t for t in d.timers if t.startswith("txn")}
+    in_flight = "F" in d.txn_timers
     if state in (RegistrationState.REGISTERING, RegistrationState.REFRESHING, RegistrationState.UNREGISTERING):
-        assert txn_timers, "a REGISTER in flight has its transaction timers armed"
+        assert in_flight, "a REGISTER in flight has its transaction timers armed"
     else:
-        assert not txn_timers
+        assert not in_flight
+    assert (d.reg in d.ep.registrations) == (state is not RegistrationState.STOPPED)
     assert ("refresh" in d.timers) == (state is RegistrationState.REGISTERED)
     assert ("retry" in d.timers) == (state is RegistrationState.RETRY_WAIT)
