@@ -47,6 +47,7 @@ from ivr.sip.endpoint import (
     DigitInfo,
     IncomingCall,
     Leg,
+    LegState,
     Peer,
     ReInvite,
     SipEndpoint,
@@ -202,7 +203,54 @@ class CallController:
     # ---- the endpoint's call events ----
 
     def on_event(self, out: object) -> bool:
-        """A call event from the SIP endpoint; False when it is not about a call leg this controller handles."""
+        """A call event from the SIP endpoint; False when it is not about a call leg this controller handles.
+
+        This is the one place a failure of one call is caught: whatever raises while a call is set up, runs or is
+        torn down is logged once with its Call-ID, and the call is ended and everything it held released
+        (:meth:`_abort`), so no other call and no later caller pays for it."""
+        try:
+            return self._dispatch(out)
+        except Exception as exc:
+            leg = getattr(out, "leg", None)
+            if not isinstance(leg, Leg):
+                raise
+            log.exception("call failed; ending it", call_id=leg.call_id, sip_event=type(out).__name__)
+            self._abort(leg, f"{type(exc).__name__}: {exc}"[:120])
+            return True
+
+    def _abort(self, leg: Leg, detail: str) -> None:
+        """End ``leg`` after a failure and release what it held: its port, its call, its record, its counters."""
+        answering = self._answering.pop(leg, None)
+        if answering is not None:
+            answering[0].close()
+            self.records.ended(leg.call_id, "failed", 500, None, extra={"error": detail})
+        placed = self._placing.pop(leg, None)
+        if placed is not None:
+            self._settle(placed, "failed", 500, detail)
+            placed.media.close()
+        active = self.calls.get(leg)
+        if active is not None:
+            try:
+                self.teardown(active, "failed", status=500)
+            except Exception:  # the teardown itself failed: still forget the call and free its port
+                log.exception("call teardown failed", call_id=leg.call_id)
+                self.calls.pop(leg, None)
+                self._by_call.pop(active.call, None)
+                active.media.close()
+        try:
+            if leg.state is LegState.INCOMING and not leg.outgoing:
+                self.endpoint.reject(leg, 500, f"internal error: {detail}")
+                if answering is None and active is None:
+                    invite = leg.invite
+                    self.records.refused(leg.call_id, user_of(invite.from_.uri), user_of(invite.parsed_uri),
+                                         status=500, reason=detail, why="error")  # fmt: skip
+            elif leg.state is not LegState.ENDED:
+                self.endpoint.hangup(leg)
+        except SipError as exc:
+            log.warning("could not end the failed call", call_id=leg.call_id, error=exc.reason)
+        self.flush()
+
+    def _dispatch(self, out: object) -> bool:
         if isinstance(out, IncomingCall):
             self._on_incoming(out.leg)
         elif isinstance(out, CallConfirmed):
@@ -269,7 +317,14 @@ class CallController:
             session.close()
             self._refuse(leg, exc.status, f"SDP: {exc.reason}", why="sdp")
             return
-        self._start_call(leg, session, route, "inbound")
+        except Exception:
+            session.close()  # held by nothing yet: nobody else would free the port
+            raise
+        try:
+            self._start_call(leg, session, route, "inbound")
+        except Exception:
+            session.close()
+            raise
         self.endpoint.answer(leg, answer)
         self._record_answered(leg)
 
@@ -329,12 +384,15 @@ class CallController:
                 if not body:
                     raise SdpError(488, "the ACK carried no SDP answer to our offer")
                 session.accept_answer(body)
+                self._start_call(leg, session, route, "inbound")
             except SdpError as exc:
                 log.warning("late-offer answer unusable; hanging up", call_id=leg.call_id, error=exc.reason)
                 session.close()
                 self.endpoint.hangup(leg)
                 return
-            self._start_call(leg, session, route, "inbound")
+            except Exception:
+                self._answering[leg] = (session, route)  # so that containment closes its record and port
+                raise
         active = self.calls.get(leg)
         if active is None or active.task is not None:
             return

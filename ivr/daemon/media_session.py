@@ -79,14 +79,17 @@ class MediaPolicy:
     username: str = "ivr"
 
 
-def check_media_address(media: NegotiatedMedia) -> None:
-    """We send RTP only to an IP address literal: a name in c= would make the daemon resolve what a caller wrote."""
+def check_media_address(media: NegotiatedMedia, local_address: str) -> None:
+    """We send RTP only to an IP address literal (a name in c= would make the daemon resolve what a caller wrote),
+    and only of the family we serve from (an IPv6 c= on an IPv4 RTP address cannot be sent to)."""
     try:
-        ipaddress.ip_address(media.remote_address)
+        remote = ipaddress.ip_address(media.remote_address)
     except ValueError:
-        raise SdpError(
-            488, f"c= address {media.remote_address!r} is not an IP address; we do not resolve names"
-        ) from None
+        reason = f"c= address {media.remote_address!r} is not an IP address; we do not resolve names"
+        raise SdpError(488, reason) from None
+    ours = ipaddress.ip_address(local_address)
+    if remote.version != ours.version:
+        raise SdpError(488, f"c= IN IP{remote.version}: this daemon sends RTP over IPv{ours.version} only")
 
 
 class MediaSession:
@@ -149,7 +152,7 @@ class MediaSession:
             ptime=policy.ptime,
             username=policy.username,
         )
-        check_media_address(media)
+        check_media_address(media, self.policy.address)
         self._start(media)
         return answer.serialize()
 
@@ -159,7 +162,7 @@ class MediaSession:
         if not body:
             raise SdpError(488, "no SDP in the answer")
         media = parse_sdp_answer(SessionDescription.parse(body), self.offered or self.policy.codecs)
-        check_media_address(media)
+        check_media_address(media, self.policy.address)
         if self.stream is None:
             return self._start(media)
         self.media = media
@@ -188,7 +191,7 @@ class MediaSession:
             ptime=policy.ptime,
             username=policy.username,
         )
-        check_media_address(media)
+        check_media_address(media, self.policy.address)
         if media.codec.payload_type != stream.payload_type:
             raise SdpError(488, "changing the payload type of the call's codec mid-call is not supported")
         self.version += 1

@@ -178,6 +178,31 @@ _CLIENT_DONE = frozenset(
 )
 
 
+def dialog_contact_problem(request: Request) -> tuple[int, str] | None:
+    """Sanity before state (as Kamailio's ``sanity`` module checks): a dialog-creating request must carry exactly one
+    Contact whose URI is a SIP or SIPS URI (RFC 3261 8.1.1.8 and 12.1.1: it becomes the dialog's remote target, where
+    the BYE goes). Returns the status and reason to refuse it with, or None when it is fine."""
+    values = request.headers.values("Contact")
+    if not values:
+        return 400, "RFC 3261 8.1.1.8: an INVITE must carry a Contact (the address the dialog's requests go to)"
+    if len(values) != 1 or values[0].strip() == "*":
+        return 400, "RFC 3261 8.1.1.8: an INVITE carries exactly one Contact with a SIP or SIPS URI (not * or a list)"
+    try:
+        uri = NameAddr.parse(values[0]).uri
+    except SipError as exc:
+        return 400, f"Contact does not parse: {exc.reason}"
+    scheme = str(uri).partition(":")[0].lower()
+    if scheme not in ("sip", "sips"):
+        return 416, f"RFC 3261 8.1.1.8: the Contact must be a SIP or SIPS URI, not {scheme[:16]!r}"
+    try:
+        target = SipURI.parse(str(uri))
+    except SipError as exc:
+        return 400, f"Contact URI does not parse: {exc.reason}"
+    if not target.host:
+        return 400, "the Contact URI names no host"
+    return None
+
+
 class SipEndpoint:
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
@@ -660,6 +685,10 @@ class SipEndpoint:
         self._recent[tags] = branch
         while len(self._recent) > _MERGE_MEMORY:
             self._recent.popitem(last=False)
+        insane = dialog_contact_problem(req)
+        if insane is not None:
+            self._reply(entry, req, insane[0], reason=insane[1])
+            return
         if not self.accepting:
             self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
             return
@@ -1217,6 +1246,7 @@ def _as_invite_key_probe(cancel: Request) -> Request:
 
 __all__ = [
     "AuthRefused",
+    "dialog_contact_problem",
     "CallAnswered",
     "CallConfirmed",
     "CallEnded",
