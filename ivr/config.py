@@ -62,6 +62,17 @@ class MediaSettings(_Model):
         description="auto: RFC 4733 when negotiated, else in-band tones; rfc4733/inband: only that; "
         "info: only SIP INFO (SIP INFO is always accepted)",
     )
+    rtp_timeout: float = Field(
+        0.0,
+        ge=0,
+        description="seconds without any RTP from the caller before the call is ended with BYE (reason rtp_timeout; "
+        "0: never). Callers that go silent without comfort noise exist: 60 is a common value (Asterisk rtptimeout)",
+    )
+    rtp_hold_timeout: float = Field(
+        0.0,
+        ge=0,
+        description="the same for a call the caller has put on hold (a held phone may send nothing; 0: never)",
+    )
 
     @field_validator("address")
     @classmethod

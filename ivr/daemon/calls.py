@@ -100,6 +100,8 @@ class ActiveCall:
     limit: asyncio.TimerHandle | None = None
     handoff: dict[str, Any] | None = None  # the queue handoff's outcome, for the call record
     hangup_after_flow: bool = False  # a REFER succeeded: our leg ends with BYE once the flow has finished
+    rtp_seen: tuple[int, float] = (0, 0.0)  # packets received from the caller, and when that count last changed
+    ending: str | None = None  # why the daemon itself ended the call (rtp_timeout), for the record
 
     @property
     def stream(self) -> MediaStream:
@@ -191,6 +193,9 @@ class CallController:
         """Calls answered with our offer (late offer): media starts when the ACK brings the answer."""
         self._placing: dict[Leg, PlacedCall] = {}
         self.calls_total = 0
+        self._liveness: asyncio.TimerHandle | None = None
+        self.rtp_timeouts = 0
+        """Calls ended because the caller's RTP stopped (media.rtp_timeout / rtp_hold_timeout)."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -364,6 +369,8 @@ class CallController:
         self.calls_total += 1
         active.answered = time.time()
         active.limit = loop.call_later(self.config.calls.max_call_seconds, self._call_too_long, leg)
+        active.rtp_seen = (0, loop.time())
+        self._watch_liveness()
         log.info(
             "call answered",
             call_id=leg.call_id,
@@ -565,6 +572,45 @@ class CallController:
 
     # ---- in the call ----
 
+    def _watch_liveness(self) -> None:
+        """One timer for every call: each ``interval`` the calls whose caller sent no RTP for longer than the
+        timeout (the hold timeout while the caller holds the call) get a BYE. Nothing runs while no timeout is set
+        or no call is up."""
+        media = self.config.media
+        timeouts = [t for t in (media.rtp_timeout, media.rtp_hold_timeout) if t > 0]
+        if not timeouts or self._liveness is not None or not self.calls:
+            return
+        interval = max(0.5, min(timeouts) / 4)
+        self._liveness = self.loop.call_later(interval, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._liveness = None
+        now = self.loop.time()
+        media = self.config.media
+        silent: list[ActiveCall] = []
+        for active in self.calls.values():
+            stream = active.media.stream
+            if stream is None or active.ending is not None:
+                continue
+            received = stream.stats.packets_received
+            count, since = active.rtp_seen
+            if received != count:
+                active.rtp_seen = (received, now)
+                continue
+            held = active.media.media is not None and active.media.media.on_hold
+            limit = media.rtp_hold_timeout if held else media.rtp_timeout
+            if limit > 0 and now - since >= limit:
+                silent.append(active)
+        for active in silent:
+            active.ending = "rtp_timeout"
+            self.rtp_timeouts += 1
+            log.info("no RTP from the caller; hanging up", call_id=active.leg.call_id,
+                     seconds=round(now - active.rtp_seen[1], 1))  # fmt: skip
+            self.endpoint.hangup(active.leg)
+        if silent:
+            self.flush()
+        self._watch_liveness()
+
     def _call_too_long(self, leg: Leg) -> None:
         log.info("call reached max_call_seconds", call_id=leg.call_id)
         self.endpoint.hangup(leg)
@@ -618,6 +664,8 @@ class CallController:
         self.teardown(active, event.reason.value, status=event.status)
 
     def teardown(self, active: ActiveCall, reason: str, *, status: int | None = None) -> None:
+        if active.ending is not None and reason == "local_bye":
+            reason = active.ending  # the daemon hung up for a reason of its own: the record says which
         self.calls.pop(active.leg, None)
         self._by_call.pop(active.call, None)
         if active.limit is not None:
@@ -656,6 +704,9 @@ class CallController:
 
     def close(self) -> None:
         """Shutdown: every call and every call being placed or answered ends here, records closed."""
+        if self._liveness is not None:
+            self._liveness.cancel()
+            self._liveness = None
         for placed in list(self._placing.values()):
             self._settle(placed, "failed", None, "shutdown")
             placed.media.close()

@@ -22,8 +22,12 @@ from tests.integration.test_server import RawCaller, free_rtp_range, start_serve
 @pytest.fixture
 async def small_server(tmp_path: Path) -> AsyncIterator[IvrServer]:
     """A daemon with room for two calls' RTP (a leak shows at once as 503 for the next caller)."""
-    overrides: dict[str, object] = {"cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}", "routes": [],
-                                     "calls.max_calls_per_second": 1000, "media.rtp_ports": free_rtp_range(3)}  # fmt: skip
+    overrides: dict[str, object] = {
+        "cdr.url": f"sqlite:///{tmp_path / 'cdr.db'}",
+        "routes": [],
+        "calls.max_calls_per_second": 1000,
+        "media.rtp_ports": free_rtp_range(3),
+    }
     srv = await start_server(overrides)
     assert srv.ports.available == 2
     try:
