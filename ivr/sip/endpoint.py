@@ -693,8 +693,10 @@ class SipEndpoint:
             self._reply(entry, req, 503, reason="draining: not accepting new calls", extra=[("Retry-After", "5")])
             return
         verifier = self.config.auth
+        vouched = self._source_trusted
         if verifier is not None and not (self.config.auth_trusted_skip and self._source_trusted):
             result = verifier.verify(req, self._wall_clock)
+            vouched = vouched or result.ok
             if not result.ok:
                 status = result.status or 403
                 self.auth_refused += 1
@@ -714,7 +716,7 @@ class SipEndpoint:
             return
         txn = entry.txn
         assert isinstance(txn, ServerInviteTransaction)
-        leg = Leg(invite=req, peer=peer, local_tag=secrets.token_hex(6), invite_txn=txn)
+        leg = Leg(invite=req, peer=peer, local_tag=secrets.token_hex(6), invite_txn=txn, vouched=vouched)
         entry.leg = leg
         self._legs.add(leg)
         self._events.append(IncomingCall(leg))
@@ -1188,8 +1190,13 @@ class SipEndpoint:
 
     def _request_peer(self, leg: Leg) -> Peer:
         """Where an in-dialog request goes: the same stream connection when the call came over one, else the next hop
-        of the dialog (first Route entry or remote target, 12.2.1.1)."""
-        if leg.peer.reliable:
+        of the dialog (first Route entry or remote target, 12.2.1.1).
+
+        A caller that is neither from a trusted source nor digest-authenticated gets our requests where its INVITE
+        came from (symmetric signalling, as Kamailio's NAT handling and Asterisk's force_rport do): otherwise a
+        Contact naming another host would have the daemon resolve names or open TCP connections to ports the
+        sender chose, on behalf of a request nobody vouched for."""
+        if leg.peer.reliable or (not leg.outgoing and not leg.vouched):
             return leg.peer
         assert leg.dialog is not None
         hop = leg.dialog.next_hop()

@@ -138,6 +138,7 @@ class Leg:
     bye_pending: bool = False  # hangup() before the ACK: BYE waits for the ACK or its timeout (15.1.1)
     end_reason_wanted: EndReason = EndReason.LOCAL_BYE
     outgoing: bool = False  # we sent the INVITE (the simulator's caller, a bridge to a queue endpoint)
+    vouched: bool = False  # an incoming INVITE from a trusted source or digest-authenticated
     client_txn: ClientInviteTransaction | None = None
     provisional: bool = False  # a 1xx arrived for our INVITE: a CANCEL may now be sent (RFC 3261 9.1)
     cancel_pending: bool = False  # cancel() before any 1xx: the CANCEL goes out with the first one
