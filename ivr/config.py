@@ -210,6 +210,12 @@ class SecuritySettings(_Model):
         description="SIP messages per second from one address not in trusted_sources (burst of twice that); "
         "excess dropped. Trusted sources (the softswitch carrying every call) are not limited",
     )
+    block_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="a source over max_messages_per_source is then blocked this long: all its messages dropped, "
+        "logged once per block (as Kamailio's pike module); 0: only the excess is dropped",
+    )
     digest: DigestSettings | None = Field(
         None, description="challenge INVITEs with digest authentication (RFC 7616/8760); null: off"
     )

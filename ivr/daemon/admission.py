@@ -18,9 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from ivr.sip.endpoint import Peer
 
 __all__ = ["CallAdmission", "Refusal", "SourceGate", "TokenBucket"]
+
+log = structlog.get_logger("ivr.admission")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,14 +57,25 @@ class SourceGate:
     """Trusted addresses pass; each other address is held to its own token bucket (see the module docstring).
     :meth:`admit` is the SIP driver's gate (:data:`ivr.daemon.sip_driver.Admit`)."""
 
-    def __init__(self, networks: Sequence[Network], max_messages_per_source: float, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        networks: Sequence[Network],
+        max_messages_per_source: float,
+        now: Callable[[], float],
+        *,
+        block_seconds: float = 0.0,
+    ) -> None:
         self.networks = tuple(networks)
         self.rate = max_messages_per_source
+        self.block_seconds = block_seconds
         self._now = now
         self._trust_cache: dict[str, bool] = {}
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._blocked: OrderedDict[str, float] = OrderedDict()
         self.dropped = 0
-        """Messages dropped because their source was over its rate."""
+        """Messages dropped because their source was over its rate (or blocked for it)."""
+        self.blocks = 0
+        """Times a source was blocked for ``block_seconds`` (as Kamailio's pike module does)."""
 
     def admit(self, peer: Peer) -> bool | None:
         """None: drop the message (its source is over its rate); else whether its source is trusted."""
@@ -84,16 +99,35 @@ class SourceGate:
 
     def _allowed(self, host: str) -> bool:
         now = self._now()
+        if self._blocked:
+            until = self._blocked.get(host)
+            if until is not None:
+                if now < until:
+                    self.dropped += 1
+                    return False
+                del self._blocked[host]
         bucket = self._buckets.pop(host, None)
         if bucket is None:
             bucket = TokenBucket(self.rate, 2 * self.rate, now)
         allowed = bucket.take(now)
         if not allowed:
             self.dropped += 1
+            if self.block_seconds > 0:
+                self._block(host, now)
         self._buckets[host] = bucket  # most recent last: the oldest are forgotten first
         if len(self._buckets) > MAX_SOURCES:
             self._buckets.popitem(last=False)
         return allowed
+
+
+    def _block(self, host: str, now: float) -> None:
+        """Over its rate: every message from ``host`` is dropped for ``block_seconds`` (logged once per block)."""
+        self._blocked[host] = now + self.block_seconds
+        self.blocks += 1
+        log.warning("source over its message rate: blocked", source=host, seconds=self.block_seconds,
+                    rate=self.rate)  # fmt: skip
+        if len(self._blocked) > MAX_SOURCES:
+            self._blocked.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)

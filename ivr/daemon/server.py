@@ -100,7 +100,9 @@ class IvrServer:
         self.app = app
         host = config.sip.advertised_host or config.sip.host
         self.endpoint = SipEndpoint(_endpoint_config(config, host))
-        self.gate = SourceGate(config.security.networks, config.security.max_messages_per_source, self._time)
+        security = config.security
+        self.gate = SourceGate(security.networks, security.max_messages_per_source, self._time,
+                               block_seconds=security.block_seconds)  # fmt: skip
         self.driver = SipDriver(self.endpoint, self._on_sip_event, admit=self.gate.admit)
         self.registration: UpstreamRegistration | None = None
         if config.registration is not None:

@@ -72,3 +72,17 @@ def test_a_new_call_is_refused_for_lag_then_rate_then_capacity() -> None:
     clock.now += 1.0
     refused = admission.check(2)
     assert refused is not None and (refused.why, refused.retry_after) == ("max_calls", 5)
+
+
+def test_a_source_over_its_rate_is_blocked_for_a_time_then_let_in_again() -> None:
+    clock = Clock()
+    gate = SourceGate([], max_messages_per_source=5.0, now=clock, block_seconds=10.0)
+    flood = [gate.admit(Peer("192.0.2.9", 5060)) for _ in range(11)]
+    assert flood.count(False) == 10 and flood[-1] is None  # the burst, then the first refusal starts the block
+    assert gate.blocks == 1
+    clock.now += 5.0  # the bucket has refilled, but the block holds
+    assert gate.admit(Peer("192.0.2.9", 5060)) is None
+    assert gate.admit(Peer("192.0.2.10", 5060)) is False  # another source is not blocked
+    clock.now += 5.0
+    assert gate.admit(Peer("192.0.2.9", 5060)) is False
+    assert gate.blocks == 1 and gate.dropped == 2
