@@ -26,6 +26,11 @@ class PlayOutcome(StrEnum):
     HANGUP = "hangup"  # the call ended while playing
 
 
+MAX_PENDING_INPUTS = 64
+"""How many keys and words may wait unread for :meth:`Call.next_event`. A caller cannot usefully be ahead of the
+flow by more; past it the oldest waiting input is dropped (and counted in :attr:`Call.inputs_dropped`), so a stream of
+RFC 4733 events that no menu reads cannot grow a call's memory without bound. Never a hang-up."""
+
 KeyHook = Callable[[str, str], bool]
 """Sees each key (key, source) before the call does; True when it took the key (a recording's stop key)."""
 
@@ -83,6 +88,8 @@ class Call:
         self.prompts_played: list[str] = []
         self.digits_by_source: dict[str, int] = {}
         self.words_heard = 0
+        self.inputs_dropped = 0
+        """Keys and words dropped unread because :data:`MAX_PENDING_INPUTS` were already waiting (oldest first)."""
         self.key_hook: KeyHook | None = None
         """Set while something else takes keys first (a recording listening for its stop key)."""
 
@@ -170,12 +177,21 @@ class Call:
             hook = self.key_hook
             if hook is not None and hook(event.key, event.source):
                 return
-            self._events.put_nowait(event)
+            self._queue(event)
             self.digits_by_source[event.source] = self.digits_by_source.get(event.source, 0) + 1
         elif isinstance(event, WordsHeard):
-            self._events.put_nowait(event)
+            self._queue(event)
             self.words_heard += 1
         self._barge()
+
+    def _queue(self, event: KeyPressed | WordsHeard) -> None:
+        """Queue a caller's input for :meth:`next_event`; at :data:`MAX_PENDING_INPUTS` unread, the oldest goes.
+        (Only ``_end`` queues after the call ended, so what is dropped is never the hang-up.)"""
+        events = self._events
+        while events.qsize() >= MAX_PENDING_INPUTS:
+            events.get_nowait()
+            self.inputs_dropped += 1
+        events.put_nowait(event)
 
     def key(self, key: str, source: str = "rfc4733") -> None:
         """A key press (the media stream's and SIP INFO's callback): ``hear(KeyPressed(key, source))``."""

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 
 from ivr.call import Call
 from ivr.daemon.calls import ActiveCall
 from ivr.daemon.media_session import MediaSession, MediaSessions
 from ivr.flows.runtime import HandoffResult, HttpClient, HttpError
 from ivr.handoff.config import QueueEndpoint, QueueTable
-from ivr.handoff.data import AttachedData, attach, refer_to
+from ivr.handoff.data import MAX_FROM_USER, AttachedData, attach, escape_user, refer_to
 from ivr.media.bridge import InfoSender, MediaBridge
 from ivr.media.digits import DigitEvent
 from ivr.media.ports import PortPoolExhausted
@@ -44,7 +45,9 @@ from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, DigitInfo, L
 from ivr.sip.errors import SipError
 from ivr.sip.sdp import SdpError
 
-__all__ = ["BridgedCall", "HandoffHost", "QueueHandoff", "ringback_tone"]
+__all__ = ["BridgedCall", "HandoffHost", "QueueHandoff", "from_user", "ringback_tone"]
+
+log = structlog.get_logger("ivr.handoff")
 
 
 class HandoffHost(Protocol):
@@ -63,6 +66,17 @@ class HandoffHost(Protocol):
     def handoff_done(self, active: ActiveCall, record: dict[str, Any]) -> None: ...
 
     def end_bridged_call(self, active: ActiveCall, reason: str) -> None: ...
+
+
+def from_user(queue: QueueEndpoint, caller: str) -> str:
+    """The user part of the From we send ``queue``: its ``from_user``, else the caller's number as the caller's From
+    had it, else ``ivr``. Whatever the caller sent, it goes out %-escaped as an RFC 3261 ``user`` and at most
+    :data:`~ivr.handoff.data.MAX_FROM_USER` characters (cut, and logged with the lengths only)."""
+    text = queue.from_user or caller or "ivr"
+    user, cut = escape_user(text)
+    if cut:
+        log.warning("handoff From user cut", queue=queue.name, length=len(text), kept=len(user), limit=MAX_FROM_USER)
+    return user or "ivr"
 
 
 def ringback_tone() -> Prompt:
@@ -148,6 +162,10 @@ class QueueHandoff:
                                   "started": started}  # fmt: skip
         if attached.uui_dropped:
             record["uui_dropped"] = list(attached.uui_dropped)
+        if attached.headers_cut:
+            record["headers_cut"] = list(attached.headers_cut)
+        if attached.headers_dropped:
+            record["headers_dropped"] = list(attached.headers_dropped)
         active.handoff = record  # the call record gets it even if the caller hangs up half way
         try:
             if endpoint.http is not None:
@@ -285,7 +303,7 @@ class QueueHandoff:
         media.allow_relatch = False
         config = endpoint.config
         host, sip_port = queue.sip_uri.host_port(5061 if queue.sip_uri.scheme == "sips" else 5060)
-        user = queue.from_user or active.call.caller or "ivr"
+        user = from_user(queue, active.call.caller)
         try:
             leg = endpoint.call(
                 request_uri=queue.uri,

@@ -19,7 +19,8 @@ that expose the port set ``metrics_require_token`` and give Prometheus the token
 in the scrape config).
 
 The token travels as ``Authorization: Bearer <token>`` and is compared in constant time. Every error is JSON:
-``{"error": "...", "status": N}``.
+``{"error": "...", "status": N}``. Query parameters are checked before any handler runs: an endpoint takes only its
+own (``/calls``: ``limit``), each at most once and within its bounds; anything else is a 400 that says why.
 
 The daemon is reached only through :class:`AdminBackend`, so this module knows nothing of SIP.
 """
@@ -153,6 +154,10 @@ class _Api:
             refused = self._refuse(request)
             if refused is not None:
                 return refused
+        if request.method in ("GET", "HEAD") and request.match_info.http_exception is None:
+            query = _query(request)
+            if isinstance(query, web.Response):
+                return query
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -201,15 +206,8 @@ class _Api:
         return response
 
     async def calls(self, request: web.Request) -> web.Response:
-        unknown = set(request.query) - {"limit"}
-        if unknown:
-            return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}; known: limit")
-        limit: int | None = None
-        if "limit" in request.query:
-            text = request.query["limit"]
-            if not text.isdigit() or not 1 <= int(text) <= MAX_CALLS_LIMIT:
-                return _error(400, f"limit must be a whole number from 1 to {MAX_CALLS_LIMIT}, not {text!r}")
-            limit = int(text)
+        query = _query(request)  # the guard already answered 400 to a bad one
+        limit = query.get("limit") if isinstance(query, dict) else None
         calls = self.backend.active_calls()
         shown = calls if limit is None else calls[:limit]
         return _json({"count": len(calls), "calls": shown, "draining": self.backend.draining})
@@ -240,6 +238,41 @@ class _Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)
+
+
+# The query parameters each GET endpoint takes, each a whole number within its bounds; any other parameter, a
+# repeated one or a value out of bounds is a 400 that says why (never a 500: a value is checked for its length and
+# its ASCII digits before int() sees it, which refuses past 4,300 digits).
+_QUERY_BOUNDS: Final[dict[str, dict[str, tuple[int, int]]]] = {
+    "/calls": {"limit": (1, MAX_CALLS_LIMIT)},
+}
+_MAX_DIGITS: Final = 20
+# How much of a refused name or value the 400 repeats.
+_ECHO: Final = 40
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= _ECHO else text[:_ECHO] + "...")
+
+
+def _query(request: web.Request) -> dict[str, int] | web.Response:
+    """The query parameters of a GET, parsed with their bounds (``_QUERY_BOUNDS``), or the 400 that says what is
+    wrong. Endpoints not in the table take none."""
+    bounds = _QUERY_BOUNDS.get(request.path, {})
+    known = ", ".join(sorted(bounds)) or "none"
+    values: dict[str, int] = {}
+    seen: set[str] = set()
+    for name, text in request.query.items():
+        if name not in bounds:
+            return _error(400, f"unknown query parameter {_shown(name)} for {request.path}; known: {known}")
+        if name in seen:
+            return _error(400, f"query parameter {name} is given more than once")
+        seen.add(name)
+        low, high = bounds[name]
+        if not 0 < len(text) <= _MAX_DIGITS or not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+            return _error(400, f"{name} must be a whole number from {low} to {high}, not {_shown(text)}")
+        values[name] = int(text)
+    return values
 
 
 async def _no_parameters(request: web.Request) -> web.Response | None:

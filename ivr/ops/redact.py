@@ -21,7 +21,10 @@ What it does to every event, at any depth of nested dicts, lists and tuples:
 1. **Audio and bytes are dropped**: keys named like audio (``audio``, ``pcm``, ``samples``, ``frames``, ``payload``,
    ...) and any ``bytes``/``bytearray``/``memoryview`` or array (anything with ``dtype`` and ``tobytes``) value.
 2. **Secrets are replaced** by ``"[redacted]"``: keys with a secret word as one of their ``_``/``-`` separated parts
-   (``password``, ``admin_token``, ``Proxy-Authorization``, ``api_key``, ...).
+   (``password``, ``admin_token``, ``Proxy-Authorization``, ``api_key``, ...). Values that cannot hold a secret stay:
+   ``None`` and booleans (``token=True``: a token is configured), and under a ``token`` key a SIP timer's token, a
+   timer name or ``(owner id, timer name)`` (``token=(7, "B")`` in "bug: unhandled error in a SIP timer"), the
+   names being :data:`TIMER_NAMES`. Any other value of a secret key is redacted, whatever its type.
 3. **Sensitive digits are masked** (:func:`mask_digits`) in
 
    * values wrapped in :class:`Sensitive` (``log.info("collected", digits=Sensitive(entry))``),
@@ -44,6 +47,7 @@ __all__ = [
     "INPUT_FIELDS",
     "REDACTED",
     "SECRET_WORDS",
+    "TIMER_NAMES",
     "RedactSensitive",
     "Sensitive",
     "mask_digits",
@@ -75,6 +79,12 @@ SECRET_WORDS: Final = frozenset(
 or when it is ``api_key`` / ``private_key``."""
 
 _SECRET_PAIRS: Final = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+
+TIMER_NAMES: Final = frozenset({*"ABDEFGHIJKLM", "2xx", "cancel", "refresh", "retry"})
+"""The names of ``ivr.sip``'s timers (the RFC 3261/6026 transaction timers A-M but the proxy's C, and the 2xx and
+CANCEL timers of
+``ivr.sip.transaction``, the REGISTER client's ``refresh`` and ``retry``): what a timer token holds besides an owner
+id. A test checks this set against ``ivr.sip``."""
 
 AUDIO_KEYS: Final = frozenset(
     {"audio", "pcm", "samples", "frames", "frame", "payload", "rtp_payload", "wav", "recording", "raw", "body_bytes"}
@@ -158,11 +168,28 @@ class RedactSensitive:
             value = event_dict[key]
             if self._drop(key, value):
                 del event_dict[key]
-            elif self._secret(key):
+            elif self._secret(key) and not self._harmless(key, value):
                 event_dict[key] = REDACTED
             else:
                 event_dict[key] = self._clean(value, key in marked, 0)
         return event_dict
+
+    def _harmless(self, key: str, value: object) -> bool:
+        """Whether the value of a secret-sounding key cannot be a secret: ``None``, a boolean, or, under a key whose
+        only secret word is ``token``, a SIP timer token (a timer name, or an owner id and a timer name)."""
+        if value is None or isinstance(value, bool):
+            return True
+        parts = [part for part in _KEY_PARTS.split(key.lower()) if part]
+        if {part for part in parts if part in self.secret_words} != {"token"}:
+            return False
+        if any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts)):
+            return False
+        if isinstance(value, str):
+            return value in TIMER_NAMES
+        if isinstance(value, tuple | list) and len(value) == 2:
+            owner, name = value
+            return type(owner) is int and isinstance(name, str) and name in TIMER_NAMES
+        return False
 
     def _secret(self, key: str) -> bool:
         parts = [part for part in _KEY_PARTS.split(key.lower()) if part]
@@ -189,7 +216,7 @@ class RedactSensitive:
             for key, item in value.items():
                 if self._drop(key, item):
                     continue
-                if isinstance(key, str) and self._secret(key):
+                if isinstance(key, str) and self._secret(key) and not self._harmless(key, item):
                     cleaned[key] = REDACTED
                 else:
                     cleaned[key] = self._clean(item, mask, depth + 1)

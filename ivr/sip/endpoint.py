@@ -1253,7 +1253,6 @@ def _as_invite_key_probe(cancel: Request) -> Request:
 
 __all__ = [
     "AuthRefused",
-    "dialog_contact_problem",
     "CallAnswered",
     "CallConfirmed",
     "CallEnded",
@@ -1283,4 +1282,5 @@ __all__ = [
     "TransferProgress",
     "Transmit",
     "Unregistered",
+    "dialog_contact_problem",
 ]

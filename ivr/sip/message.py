@@ -61,6 +61,9 @@ _DATE_RE = re.compile(
 # message-header = field-name HCOLON field-value, HCOLON = *( SP / HTAB ) ":" SWS (RFC 3261 section 25.1).
 _FIELD_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)", re.DOTALL)
 _TOKEN_BYTES_RE = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
+# The control characters RFC 3261's grammar allows nowhere in a header section: every CTL but HTAB, and CR and LF
+# (which are only line ends and folding: _split_lines and _parse_fields take them out of every line and value).
+_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A first line that can begin a SIP message: a status line, or a method, something, and a SIP version (blanks are
 # not checked here: a request line with extra blanks is parse_message's 400 to answer, not a framing failure).
 _STREAM_START_RE = re.compile(
@@ -360,8 +363,56 @@ def _parse_head(head: bytes) -> tuple[Message | None, SipError | None]:
     if lines[0][:1] in (" ", "\t"):
         return None, SipParseError("message starts with whitespace")
     fields, field_error = _parse_fields(lines[1:])
+    ctl_error = _control_characters(text, lines[0], fields)
     msg, start_error = _parse_start_line(lines[0], Headers._from_parsed(fields))
-    return msg, start_error or decode_error or split_error or field_error
+    return msg, start_error or ctl_error or decode_error or split_error or field_error
+
+
+def _control_characters(text: str, start_line: str, fields: list[tuple[str, str, str]]) -> SipError | None:
+    """The error for a control character (NUL, ESC, DEL ...; any CTL but HTAB) in the start line or a header value,
+    naming the first header that has one. RFC 3261 section 25.1 allows a CTL in a header value only as a
+    quoted-pair inside a quoted-string (``"NUL:\\<NUL>"``, RFC 4475 ``intmeth``), nowhere else. Each refused value in
+    ``fields`` is rewritten with its CTLs %-escaped, so a 400 built from the partial message (which copies Via,
+    From, To, Call-ID and CSeq) never sends the bad bytes back. One search of the section when there is none; a CTL
+    elsewhere (in a header name, or a line that is not ``Name: value``) is already a malformed line."""
+    if _CTL_RE.search(text) is None:
+        return None
+    error: SipError | None = None
+    match = _CTL_RE.search(start_line)
+    if match is not None:
+        error = SipParseError(f"control character 0x{ord(match.group()):02X} in the start line")
+    for i, (key, canon, value) in enumerate(fields):
+        match = _CTL_RE.search(value)
+        if match is None:
+            continue
+        # Call-ID = word ["@" word]: '"' and '\\' are word characters there, not a quoted-string and its escapes.
+        bad = match.group() if key == "call-id" else _bare_control(value)
+        if bad is None:
+            continue
+        if error is None:
+            error = SipParseError(
+                f"{canon} header has control character 0x{ord(bad):02X} "
+                "(RFC 3261 section 25.1: none in a header value but HTAB, or escaped in a quoted-string)"
+            )
+        fields[i] = (key, canon, _CTL_RE.sub(lambda m: f"%{ord(m.group()):02X}", value))
+    return error
+
+
+def _bare_control(value: str) -> str | None:
+    """The first control character of ``value`` that is not a quoted-pair inside a quoted-string, or None."""
+    in_quote = False
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if in_quote and c == "\\":
+            i += 2  # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F): the escaped character may be a CTL
+            continue
+        if c == '"':
+            in_quote = not in_quote
+        elif c != "\t" and (c < " " or c == "\x7f"):
+            return c
+        i += 1
+    return None
 
 
 def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, stream: bool = False) -> Message:

@@ -327,3 +327,39 @@ async def test_admin_server_reports_a_busy_port(backend: Backend) -> None:
         server = AdminServer(backend, AdminSettings(port=port, token=TOKEN))
         with pytest.raises(OSError, match=f"admin API cannot listen on 127.0.0.1:{port}"):
             await server.start()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=" + "9" * 5000,  # int() refuses past 4,300 digits: this was a 500
+        "limit=" + "0" * 5000 + "1",
+        "limit=" + "1" * 30,
+        "limit=%C2%B2",  # superscript two: str.isdigit() says yes, int() says no (a 500 too)
+        "limit=%D9%A3",  # an Arabic-Indic three: not an ASCII digit
+        "limit=",
+        "limit=1&limit=2",
+        "limit=+5",
+        "limit=5%00",
+        "x" * 3000 + "=1",
+    ],
+)
+async def test_calls_query_is_parsed_with_bounds_never_a_500(client: TestClient[Any, Any], query: str) -> None:
+    response = await client.get(f"/calls?{query}", headers=AUTH)
+    assert response.status == 400
+    body = await response.json()
+    assert body["status"] == 400 and len(body["error"]) < 200
+
+
+async def test_calls_limit_with_leading_zeros_is_the_number(client: TestClient[Any, Any]) -> None:
+    body = await (await client.get("/calls?limit=0001", headers=AUTH)).json()
+    assert body["count"] == 2 and len(body["calls"]) == 1
+
+
+@pytest.mark.parametrize("path", ["/flows", "/health", "/ready", "/metrics", "/openapi.json"])
+async def test_endpoints_without_parameters_refuse_any(make_client: Factory, path: str) -> None:
+    client = await make_client(IvrMetrics())
+    response = await client.get(f"{path}?limit=1", headers=AUTH)
+    assert response.status == 400
+    assert "unknown query parameter 'limit'" in (await response.json())["error"]
+    assert (await client.get(path, headers=AUTH)).status in (200, 503)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ivr.call import Call, PlayOutcome
-from ivr.flows.runtime import CallHungUp, KeyPressed
+from ivr.call import MAX_PENDING_INPUTS, Call, PlayOutcome
+from ivr.flows.runtime import CallHungUp, KeyPressed, WordsHeard
 from ivr.media.prompts import Prompt
 
 
@@ -120,3 +120,30 @@ async def test_next_event_with_zero_timeout_returns_what_is_waiting() -> None:
     call.key("9")
     assert await call.next_event(0) == KeyPressed("9", "rfc4733")
     assert await call.next_event(0) is None
+
+
+async def test_unread_keys_are_bounded_the_oldest_dropped_and_counted() -> None:
+    call, _, control = make_call()
+    keys = "0123456789*#ABCD"
+    for i in range(10_000):  # an RFC 4733 flood that no menu reads
+        call.key(keys[i % len(keys)])
+    call.hear(WordsHeard("agent"))
+    assert call._events.qsize() == MAX_PENDING_INPUTS == 64
+    assert call.inputs_dropped == 10_001 - MAX_PENDING_INPUTS
+    assert call.digits_by_source == {"rfc4733": 10_000}  # every key was still heard and counted
+    assert not call.ended and control.hangups == 0
+    first = await call.next_event(0)
+    assert first == KeyPressed(keys[(10_000 - MAX_PENDING_INPUTS + 1) % len(keys)], "rfc4733")  # the newest 64 stay
+    read = [await call.next_event(0) for _ in range(MAX_PENDING_INPUTS - 1)]
+    assert read[-1] == WordsHeard("agent")
+    assert await call.next_event(0) is None
+
+
+async def test_a_full_queue_still_gets_the_hang_up() -> None:
+    call, _, _ = make_call()
+    for _ in range(MAX_PENDING_INPUTS + 5):
+        call.key("1")
+    call._end("remote_bye")
+    events = [await call.next_event(0) for _ in range(MAX_PENDING_INPUTS + 1)]
+    assert events[-1] == CallHungUp("remote_bye")
+    assert call.inputs_dropped == 5

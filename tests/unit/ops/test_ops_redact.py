@@ -11,7 +11,18 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ivr.ops.redact import REDACTED, RedactSensitive, Sensitive, mask_digits, mask_value, redact_sensitive, scrub
+from ivr.ops.redact import (
+    REDACTED,
+    TIMER_NAMES,
+    RedactSensitive,
+    Sensitive,
+    mask_digits,
+    mask_value,
+    redact_sensitive,
+    scrub,
+)
+from ivr.sip.registration import REFRESH_TIMER, RETRY_TIMER
+from ivr.sip.transaction import _TIMER_INPUTS
 
 
 def run(**event: Any) -> dict[str, Any]:
@@ -147,3 +158,45 @@ def test_processor_in_a_structlog_chain_keeps_bound_context_clean() -> None:
         structlog.reset_defaults()
     line = json.loads(out.getvalue())
     assert line == {"call_id": "c1", "auth_password": REDACTED, "digits": "****", "node": "acct", "event": "collected"}
+
+
+def test_a_sip_timer_token_is_not_a_secret_but_a_real_token_still_is() -> None:
+    # The line that needs its token: "bug: unhandled error in a SIP timer" (ivr/daemon/sip_driver.py logged
+    # token=token, an EndpointTimer (owner id, timer name)); the redactor used to print it as "[redacted]".
+    out = run(token=(7, "B"), timer_token=[3, "refresh"], name_token="retry")
+    assert out == {"event": "e", "token": (7, "B"), "timer_token": [3, "refresh"], "name_token": "retry"}
+    assert run(token=True, admin_token=None) == {"event": "e", "token": True, "admin_token": None}  # "is one set?"
+    hidden = run(token="s3cret-admin-token-0123456789", admin_token=(7, "hunter2"), password=(7, "B"),
+                 api_token=["x", "B"], pin="B", auth_token_secret=(1, "B"), access_token=7,
+                 token_b=(True, "B"))  # fmt: skip
+    assert all(value == REDACTED for key, value in hidden.items() if key != "event"), hidden
+    assert scrub({"timer": {"token": (2, "K")}, "token": "tok"}) == {"timer": {"token": (2, "K")}, "token": REDACTED}
+
+
+def test_timer_names_are_those_of_ivr_sip() -> None:
+    assert {*_TIMER_INPUTS, REFRESH_TIMER, RETRY_TIMER} == TIMER_NAMES
+
+
+def test_the_sip_timer_bug_line_keeps_its_token_in_the_daemons_log_chain() -> None:
+    out = io.StringIO()
+    structlog.reset_defaults()
+    try:
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                redact_sensitive,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=out),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            raise KeyError(7)
+        except KeyError:
+            structlog.get_logger().exception("bug: unhandled error in a SIP timer", token=(7, "B"))
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(out.getvalue())
+    assert line["event"] == "bug: unhandled error in a SIP timer" and line["token"] == [7, "B"]
+    assert "KeyError" in line["exception"]

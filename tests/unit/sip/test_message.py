@@ -502,6 +502,73 @@ def test_invalid_utf8_in_the_header_section_is_a_400_that_can_still_be_answered(
     assert request is not None and request.cseq == CSeq(1, "OPTIONS")
 
 
+CONTROL_CHARACTERS = [chr(c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + ["\x7f"]
+
+
+@pytest.mark.parametrize("ctl", CONTROL_CHARACTERS, ids=[f"0x{ord(c):02X}" for c in CONTROL_CHARACTERS])
+@pytest.mark.parametrize(
+    ("field", "line"),
+    [
+        ("Call-ID", "Call-ID: a84b4c76{}e66710@192.0.2.20"),
+        ("From", 'From: "Cal{}ler" <sip:caller@192.0.2.20>;tag=1928301774'),
+        ("To", "To: <sip:ivr@192.0.2.10>;x=a{}b"),
+        ("Via", "Via: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK776{}asdhds"),
+        ("Subject", "Subject: hello{}world"),
+    ],
+)
+def test_a_control_character_in_a_header_value_is_a_400_naming_the_header(ctl: str, field: str, line: str) -> None:
+    if field == "Subject":
+        data = basic(Content_Length=line.format(ctl) + "\nContent-Length: 0")
+    else:
+        data = basic(**{field.replace("-", "_"): line.format(ctl)})
+    assert ctl.encode() in data
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.status == 400
+    assert info.value.reason.startswith(f"{field} header has control character 0x{ord(ctl):02X}")
+    request = answerable_request(info.value)
+    assert request is not None  # answerable: a 400, not a silent drop
+    out = error_response(request, info.value, to_tag="t").to_bytes()
+    head = out.partition(b"\r\n\r\n")[0]
+    assert ctl.encode() not in head.replace(b"\r\n", b"")  # the 400 does not echo the bad bytes
+    assert f"%{ord(ctl):02X}".encode() in head or field == "Subject"  # the copied headers have it escaped
+    assert field.encode() in (error_response(request, info.value).headers.get("Warning") or "").encode()
+
+
+def test_a_control_character_in_the_call_id_is_refused_even_after_a_quote() -> None:
+    # '"' and '\\' are word characters in a Call-ID, so '"\\<NUL>' is no quoted-pair there.
+    with pytest.raises(SipParseError, match=r"^Call-ID header"):
+        parse_message(basic(Call_ID='Call-ID: a"\\\x00"@192.0.2.20'))
+
+
+def test_a_control_character_escaped_in_a_quoted_string_is_valid() -> None:
+    # RFC 3261 25.1 quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F); RFC 4475 intmeth has "BEL:\\<BEL>".
+    msg = parse_message(basic(From='From: "NUL:\\\x00 DEL:\\\x7f" <sip:caller@192.0.2.20>;tag=1'))
+    assert msg.from_.display == "NUL:\x00 DEL:\x7f"
+    with pytest.raises(SipParseError, match=r"^From header has control character 0x00"):
+        parse_message(basic(From='From: "NUL:\\\x00" <sip:caller@192.0.2.20>;tag=1;x=\x00'))
+
+
+def test_htab_and_folding_are_not_control_characters() -> None:
+    msg = parse_message(basic(Content_Length="Subject: a\tb\n\tc\nContent-Length: 0"))
+    assert msg.headers.get("Subject") == "a\tb c"
+
+
+def test_a_control_character_in_the_start_line_is_a_400() -> None:
+    nul_in_uri = BASIC.replace("OPTIONS sip:ivr@", "OPTIONS sip:i\x00vr@")
+    esc_after_version = BASIC.replace("SIP/2.0\n", "SIP/2.0\x1b\n", 1)
+    for data in (nul_in_uri, esc_after_version):
+        with pytest.raises(SipParseError):
+            parse_message(req(data))
+
+
+def test_a_response_with_a_control_character_is_refused_and_never_answered() -> None:
+    data = req(BASIC).replace(b"OPTIONS sip:ivr@192.0.2.10 SIP/2.0", b"SIP/2.0 200 OK")
+    with pytest.raises(SipParseError) as info:
+        parse_message(data.replace(b"Max-Forwards: 70", b"Subject: \x00"))
+    assert answerable_request(info.value) is None
+
+
 def test_message_starting_with_whitespace_is_dropped() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(b" " + basic())

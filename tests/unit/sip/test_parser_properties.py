@@ -155,7 +155,9 @@ ports = st.integers(1, 65535)
 param_names = st.text(alphabet=string.ascii_lowercase + string.digits + "-_.!~*'", min_size=1, max_size=8)
 param_values = st.one_of(st.none(), st.lists(st.one_of(st.sampled_from(TOKEN), escaped), min_size=1, max_size=8)
                          .map("".join))  # fmt: skip
-display_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20)
+# qdtext (RFC 3261 25.1) is LWS, printable ASCII and UTF-8 beyond: no control character but HTAB.
+CONTROLS = "".join(chr(c) for c in range(0x20) if c != 0x09) + "\x7f"
+display_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=CONTROLS), max_size=20)
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "REFER", "NOTIFY", "MESSAGE", "UPDATE"]
 
 
