@@ -684,7 +684,7 @@ class CallController:
             active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played,
             trace=active.trace, client=route.client if route else None, flow=route.flow_name if route else None,
             version=route.version if route else None, handoff=active.handoff,
-            extra={"direction": "outbound"} if active.direction == "outbound" else None,
+            extra=_record_extra(active),
         )  # fmt: skip
         if active.task is not None and not active.task.done():
             active.task.cancel()
@@ -735,6 +735,16 @@ class CallController:
             }
             for a in self.calls.values()
         ]
+
+
+def _record_extra(active: ActiveCall) -> dict[str, object] | None:
+    """What a call's record says beyond the usual: an outbound call's direction, keys the flow never read."""
+    extra: dict[str, object] = {}
+    if active.direction == "outbound":
+        extra["direction"] = "outbound"
+    if active.call.inputs_dropped:
+        extra["inputs_dropped"] = active.call.inputs_dropped
+    return extra or None
 
 
 def user_of(uri: object) -> str:
