@@ -36,12 +36,55 @@ class SipSettings(_Model):
     t1: float = Field(0.5, gt=0, description="RFC 3261 T1 in seconds")
     t2: float = Field(4.0, gt=0)
     t4: float = Field(5.0, gt=0)
+    # SIP over TCP, in the style of Kamailio's tcp_* settings (each connection is an attacker's cheapest lever).
+    tcp_max_connections: int = Field(
+        2048,
+        ge=1,
+        description="TCP connections accepted and open at once, in all (Kamailio tcp_max_connections); "
+        "one more is accepted and closed at once, counted and logged once per source a minute",
+    )
+    tcp_max_connections_per_source: int = Field(
+        256, ge=1, description="TCP connections open at once from one address; beyond: closed at once, as above"
+    )
+    tcp_message_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a SIP message may take to arrive whole over TCP from its first byte (headers and "
+        "body: slowloris; Kamailio tcp_msg_read_timeout), and a new connection to bring its first message",
+    )
+    tcp_connection_lifetime: float = Field(
+        3605.0,
+        gt=0,
+        description="a TCP connection with no message either way (nor a CRLF keep-alive) for this many seconds is "
+        "closed (Kamailio tcp_connection_lifetime). Keep it above calls.max_call_seconds when callers or trunks "
+        "hold calls on one connection without keep-alives: our BYE goes on that connection",
+    )
+    tcp_write_queue_max: int = Field(
+        65536,
+        ge=1024,
+        description="bytes waiting to be sent on one TCP connection beyond what the kernel took (Kamailio "
+        "tcp_conn_wq_max); above it the peer is not reading and the connection is closed",
+    )
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_hostport(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_tcp_limits(self) -> SipSettings:
+        if self.tcp_max_connections_per_source > self.tcp_max_connections:
+            raise ValueError(
+                f"tcp_max_connections_per_source ({self.tcp_max_connections_per_source}) is more than "
+                f"tcp_max_connections ({self.tcp_max_connections}); lower it, or raise tcp_max_connections"
+            )
+        if self.tcp_connection_lifetime < self.tcp_message_timeout:
+            raise ValueError(
+                f"tcp_connection_lifetime ({self.tcp_connection_lifetime:g} s) is shorter than tcp_message_timeout "
+                f"({self.tcp_message_timeout:g} s); an idle connection must be allowed at least one message's time"
+            )
+        return self
 
     @property
     def host(self) -> str:

@@ -36,7 +36,7 @@ from ivr.daemon.prompt_library import PromptLibrary
 from ivr.daemon.recording import StreamRecorder
 from ivr.daemon.registration import UpstreamRegistration
 from ivr.daemon.routes import FlowRoute, FlowWatcher, RouteTable, load_routes
-from ivr.daemon.sip_driver import SipDriver
+from ivr.daemon.sip_driver import SipDriver, TcpLimits
 from ivr.flows.engine import FlowEngine
 from ivr.flows.loader import FlowError, FlowTree
 from ivr.flows.runtime import AiohttpClient, HttpClient, TraceSink
@@ -103,7 +103,9 @@ class IvrServer:
         security = config.security
         self.gate = SourceGate(security.networks, security.max_messages_per_source, self._time,
                                block_seconds=security.block_seconds)  # fmt: skip
-        self.driver = SipDriver(self.endpoint, self._on_sip_event, admit=self.gate.admit)
+        self.driver = SipDriver(
+            self.endpoint, self._on_sip_event, admit=self.gate.admit, tcp_limits=TcpLimits.from_settings(config.sip)
+        )
         self.registration: UpstreamRegistration | None = None
         if config.registration is not None:
             self.registration = UpstreamRegistration(
@@ -273,6 +275,8 @@ class IvrServer:
                 "auth": endpoint.auth_refused,
             }
         )
+        driver = self.driver
+        self.metrics.watch_tcp(lambda: driver.tcp_closed_counts(), lambda: driver.tcp_connections)
         if self._admin_settings is not None:
             self.admin = AdminServer(self, self._admin_settings, self.metrics)
             self.admin_address = await self.admin.start()

@@ -284,6 +284,21 @@ class IvrMetrics:
 
         self._watch("sip_refusals", produce)
 
+    def watch_tcp(self, closed: Callable[[], dict[str, int]], open_now: Callable[[], int]) -> None:
+        """Serve the SIP-over-TCP limits: connections closed by reason (refused over a cap, idle, slow, not
+        reading) and the connections open now."""
+
+        def produce() -> Iterator[Metric]:
+            family = CounterMetricFamily(
+                "ivr_sip_tcp_closed", "SIP TCP connections the daemon closed, by reason.", labels=["reason"]
+            )
+            for reason, value in sorted(closed().items()):
+                family.add_metric([reason], value)
+            yield family
+            yield GaugeMetricFamily("ivr_sip_tcp_connections", "SIP TCP connections open now.", value=open_now())
+
+        self._watch("sip_tcp", produce)
+
     def _watch(self, name: str, produce: Callable[[], Iterator[Metric]]) -> None:
         if name in self._watched:
             raise ValueError(f"{name} is already watched by this registry")

@@ -267,7 +267,11 @@ class SipEndpoint:
             if serials.get(token) != number:
                 continue
             del serials[token]
-            self._timer_fired(token)
+            try:
+                self._timer_fired(token)
+            except Exception as exc:
+                exc.add_note(f"while firing SIP timer {token!r}")  # the driver's log of it names the timer
+                raise
 
     def next_event(self) -> EndpointEvent | None:
         """The oldest event the application has not taken yet (:data:`CallEvent`, :class:`AuthRefused`,
