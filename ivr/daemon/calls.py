@@ -395,6 +395,8 @@ class CallController:
             except SdpError as exc:
                 log.warning("late-offer answer unusable; hanging up", call_id=leg.call_id, error=exc.reason)
                 session.close()
+                # The 200 opened the call's record (and counted it active): no Call will close it, so close it here.
+                self.records.ended(leg.call_id, "failed", exc.status, None, extra={"error": f"SDP: {exc.reason}"})
                 self.endpoint.hangup(leg)
                 return
             except Exception:

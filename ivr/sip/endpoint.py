@@ -95,6 +95,7 @@ from ivr.sip.transaction import (
     ClientNonInviteTransaction,
     Deliver,
     Send,
+    ServerInviteState,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     Terminated,
@@ -166,6 +167,7 @@ class EndpointConfig:
 
 
 _MERGE_MEMORY = 4096
+_ACCEPTED = ServerInviteState.ACCEPTED
 # A client transaction that has its final response is done for the caller's purposes (it only waits out timer K/D).
 _CLIENT_DONE = frozenset(
     (
@@ -826,11 +828,13 @@ class SipEndpoint:
 
     def _receive_ack(self, req: Request, key: TransactionKey) -> None:
         entry = self._server.get(key)
-        if entry is not None:  # ACK for a non-2xx final: same transaction (17.2.1)
-            txn = entry.txn
-            assert isinstance(txn, ServerInviteTransaction)
-            self._run(entry, txn.receive_request(req))
+        txn = entry.txn if entry is not None else None
+        if entry is not None and isinstance(txn, ServerInviteTransaction) and txn.state is not _ACCEPTED:
+            self._run(entry, txn.receive_request(req))  # ACK for a non-2xx final: same transaction (17.2.1)
             return
+        # An ACK for a 2xx is matched by its dialog (13.3.1.4), even one that reuses the INVITE's branch (RFC 2543
+        # peers; RFC 6026 7.1 hands it to the TU): fed to the transaction, the ACK stopped the 2xx retransmissions
+        # and timer L's ACK timeout but was then dropped, leaving the call answered and never confirmed, for good.
         dialog_id = dialog_id_for_request(req)
         leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
         if leg is None:
@@ -846,12 +850,14 @@ class SipEndpoint:
             else:
                 self._events.append(CallConfirmed(leg, req.body))
             return
-        # ACK for a re-INVITE's 2xx: find that transaction by CSeq and stop its retransmissions.
+        # ACK for a re-INVITE's 2xx: find that transaction by CSeq and stop its retransmissions. Only one that sent
+        # a 2xx (Accepted): an ACK with the CSeq of a re-INVITE refused or not answered yet matches nothing.
         for candidate in list(self._server.values()):
             txn = candidate.txn
             if (
                 candidate.leg is leg
                 and isinstance(txn, ServerInviteTransaction)
+                and txn.state is _ACCEPTED
                 and txn.request.cseq.number == req.cseq.number
                 and txn is not leg.invite_txn
             ):
