@@ -228,7 +228,7 @@ class CallController:
         answering = self._answering.pop(leg, None)
         if answering is not None:
             answering[0].close()
-            self.records.ended(leg.call_id, "failed", 500, None, extra={"error": detail})
+            self.records.ended(record_key(leg), "failed", 500, None, extra={"error": detail})
         placed = self._placing.pop(leg, None)
         if placed is not None:
             self._settle(placed, "failed", 500, detail)
@@ -248,7 +248,7 @@ class CallController:
                 if answering is None and active is None:
                     invite = leg.invite
                     self.records.refused(leg.call_id, user_of(invite.from_.uri), user_of(invite.parsed_uri),
-                                         status=500, reason=detail, why="error")  # fmt: skip
+                                         status=500, reason=detail, why="error", key=record_key(leg))  # fmt: skip
             elif leg.state is not LegState.ENDED:
                 self.endpoint.hangup(leg)
         except SipError as exc:
@@ -285,7 +285,7 @@ class CallController:
         self.endpoint.reject(leg, status, reason, retry_after=retry_after)
         invite = leg.invite
         self.records.refused(leg.call_id, user_of(invite.from_.uri), user_of(invite.parsed_uri), status=status,
-                             reason=reason, why=why)  # fmt: skip
+                             reason=reason, why=why, key=record_key(leg))  # fmt: skip
 
     def _on_incoming(self, leg: Leg) -> None:
         clog = log.bind(call_id=leg.call_id)
@@ -335,7 +335,7 @@ class CallController:
 
     def _record_answered(self, leg: Leg) -> None:
         invite = leg.invite
-        self.records.answered(leg.call_id, user_of(invite.from_.uri), user_of(invite.parsed_uri))
+        self.records.answered(leg.call_id, user_of(invite.from_.uri), user_of(invite.parsed_uri), key=record_key(leg))
 
     def _start_call(
         self,
@@ -396,7 +396,7 @@ class CallController:
                 log.warning("late-offer answer unusable; hanging up", call_id=leg.call_id, error=exc.reason)
                 session.close()
                 # The 200 opened the call's record (and counted it active): no Call will close it, so close it here.
-                self.records.ended(leg.call_id, "failed", exc.status, None, extra={"error": f"SDP: {exc.reason}"})
+                self.records.ended(record_key(leg), "failed", exc.status, None, extra={"error": f"SDP: {exc.reason}"})
                 self.endpoint.hangup(leg)
                 return
             except Exception:
@@ -424,7 +424,7 @@ class CallController:
 
     async def _run_flow(self, active: ActiveCall, route: FlowRoute) -> None:
         call = active.call
-        self.records.routed(call.call_id, client=route.client, flow=route.flow_name, version=route.version)
+        self.records.routed(record_key(active.leg), client=route.client, flow=route.flow_name, version=route.version)
         sink = self._trace_sink
         keep = active.trace.append
         count = self.records.metrics.observe_trace
@@ -563,7 +563,7 @@ class CallController:
                                       dialled=placed.number, variables=placed.variables)  # fmt: skip
             placed.active = active
             self.records.answered(event.leg.call_id, placed.variables["caller_id"], placed.number,
-                                  extra={"direction": "outbound"})  # fmt: skip
+                                  extra={"direction": "outbound"}, key=record_key(event.leg))  # fmt: skip
             self._settle(placed, "answered", event.response.status, event.response.reason)
             self._run(active)
             return
@@ -659,7 +659,7 @@ class CallController:
         answering = self._answering.pop(event.leg, None)
         if answering is not None:
             answering[0].close()
-            self.records.ended(event.leg.call_id, event.reason.value, event.status, None)
+            self.records.ended(record_key(event.leg), event.reason.value, event.status, None)
         active = self.calls.get(event.leg)
         if active is None:
             return
@@ -683,7 +683,7 @@ class CallController:
         active.media.close()
         route = active.route
         self.records.ended(
-            active.leg.call_id, reason, status, media_record, prompts=active.call.prompts_played,
+            record_key(active.leg), reason, status, media_record, prompts=active.call.prompts_played,
             trace=active.trace, client=route.client if route else None, flow=route.flow_name if route else None,
             version=route.version if route else None, handoff=active.handoff,
             extra=_record_extra(active),
@@ -737,6 +737,12 @@ class CallController:
             }
             for a in self.calls.values()
         ]
+
+
+def record_key(leg: Leg) -> str:
+    """The key a leg's call record is open under: its Call-ID and the leg's own number, since two legs may share a
+    Call-ID (two dialogs with different From tags) and each leaves its own record."""
+    return f"{leg.call_id}#{leg.id}"
 
 
 def _record_extra(active: ActiveCall) -> dict[str, object] | None:

@@ -25,30 +25,43 @@ class CallRecords:
         self.metrics = metrics
         self.cdr = cdr
 
-    def refused(self, call_id: str, caller: str, dialled: str, *, status: int, reason: str, why: str) -> None:
-        """An INVITE answered with a final error: counted, and recorded (every call leaves a record)."""
+    def refused(
+        self, call_id: str, caller: str, dialled: str, *, status: int, reason: str, why: str, key: str | None = None
+    ) -> None:
+        """An INVITE answered with a final error: counted, and recorded (every call leaves a record). ``key`` names
+        the record while it is open (default: the Call-ID; a leg's own key when Call-IDs may repeat)."""
         self.metrics.call_rejected(why)
         self.metrics.invite_response(status)
         cdr = self.cdr
-        if cdr is not None and not cdr.is_open(call_id):
-            cdr.call_started(CallRecord(call_id, caller, dialled))
-            cdr.call_ended(call_id, "rejected", sip_status=status, extra={"why": why, "detail": reason})
+        key = call_id if key is None else key
+        if cdr is not None and not cdr.is_open(key):
+            cdr.call_started(CallRecord(call_id, caller, dialled), key=key)
+            cdr.call_ended(key, "rejected", sip_status=status, extra={"why": why, "detail": reason})
 
-    def answered(self, call_id: str, caller: str, dialled: str, *, extra: Mapping[str, Any] | None = None) -> None:
+    def answered(
+        self,
+        call_id: str,
+        caller: str,
+        dialled: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
         """A call the daemon answered (or that answered the daemon): open its record."""
         self.metrics.call_started()
         self.metrics.invite_response(200)
         if self.cdr is not None:
-            self.cdr.call_started(CallRecord(call_id, caller, dialled, extra=dict(extra or {})))
-            self.cdr.call_answered(call_id)
+            key = call_id if key is None else key
+            self.cdr.call_started(CallRecord(call_id, caller, dialled, extra=dict(extra or {})), key=key)
+            self.cdr.call_answered(key)
 
-    def routed(self, call_id: str, *, client: str, flow: str, version: str) -> None:
+    def routed(self, key: str, *, client: str, flow: str, version: str) -> None:
         if self.cdr is not None:
-            self.cdr.call_updated(call_id, client=client, flow=flow, flow_version=version)
+            self.cdr.call_updated(key, client=client, flow=flow, flow_version=version)
 
     def ended(
         self,
-        call_id: str,
+        key: str,
         reason: str,
         status: int | None,
         media_record: dict[str, int | float | str] | None,
@@ -61,11 +74,12 @@ class CallRecords:
         handoff: dict[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """A call that :meth:`answered` opened has ended: close its record with what the trace says."""
+        """A call that :meth:`answered` opened (under ``key``) has ended: close its record with what the trace
+        says."""
         media = MediaQuality.from_stream(media_record) if media_record is not None else None
         self.metrics.call_ended(reason, media)
         cdr = self.cdr
-        if cdr is None or not cdr.is_open(call_id):
+        if cdr is None or not cdr.is_open(key):
             return
         fields: dict[str, object] = {"prompts": list(prompts), **dict(extra or {})}
         if media_record is not None:
@@ -82,7 +96,7 @@ class CallRecords:
         if handoff is not None:
             fields["handoff"] = handoff
         cdr.call_ended(
-            call_id,
+            key,
             reason,
             sip_status=status,
             media=media,

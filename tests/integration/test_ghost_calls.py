@@ -134,3 +134,31 @@ async def test_a_failure_while_answering_is_contained_with_a_500(
     finally:
         again.close()
     await asyncio.sleep(0)
+
+
+async def test_two_calls_that_share_a_call_id_each_leave_a_record(small_server: IvrServer) -> None:
+    """Two dialogs may share a Call-ID (different From tags): each is answered and each leaves its own record (the
+    second one's record used to be refused as 'already open')."""
+    first, second = RawCaller(small_server, "shared-id"), RawCaller(small_server, "shared-id")
+    try:
+        assert (await first.call()).status == 200
+        invite = second.request("INVITE", 1, "inv2", second.sdp()).replace(b";tag=caller", b";tag=other-caller")
+        await second.send(invite)
+        answer = await second.recv_final()
+        assert answer.status == 200
+        second.to_tag = answer.to.tag or ""
+        ack = second.request("ACK", 1, "ack2", in_dialog=True).replace(b";tag=caller", b";tag=other-caller")
+        await second.send(ack)
+        assert len(small_server.calls) == 2
+    finally:
+        first.close()
+        second.close()
+    cdr = small_server.cdr
+    assert cdr is not None
+    for _ in range(200):  # both calls end (the welcome prompt, then BYE) and both records are written
+        if not small_server.calls and cdr.backlog == 0:
+            break
+        await asyncio.sleep(0.05)
+    records = [r for r in await cdr.fetch() if r.call_id == "shared-id"]
+    assert len(records) == 2 and all(r.ended_at is not None for r in records)
+    assert cdr.write_errors == 0

@@ -100,12 +100,15 @@ class CdrStore:
     def _record_id(self, call_id: str, pop: bool = False) -> str | None:
         return self._open.pop(call_id, None) if pop else self._open.get(call_id)
 
-    def call_started(self, record: CallRecord) -> asyncio.Future[None]:
-        """Insert the call's row. The store remembers ``record.call_id`` until :meth:`call_ended`."""
-        if record.call_id in self._open:
-            return self._failed(CdrError(f"call {record.call_id!r} already has an open record"))
+    def call_started(self, record: CallRecord, *, key: str | None = None) -> asyncio.Future[None]:
+        """Insert the call's row. The store remembers it by ``key`` (default ``record.call_id``) until
+        :meth:`call_ended`; the other writes name it by that key. Two calls may share a Call-ID (two dialogs with
+        different From tags): give each its own key, or the second one's record is refused."""
+        key = record.call_id if key is None else key
+        if key in self._open:
+            return self._failed(CdrError(f"call {key!r} already has an open record"))
         record.instance = self.instance
-        self._open[record.call_id] = record.record_id
+        self._open[key] = record.record_id
         return self._submit(_Insert(record.columns()))
 
     def call_answered(self, call_id: str, at: datetime | None = None) -> asyncio.Future[None]:
