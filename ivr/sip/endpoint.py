@@ -1158,11 +1158,15 @@ class SipEndpoint:
             # keep Via first-in-order relative to other headers is not required (7.3.1): only Via order matters.
 
     def _response_peer(self, req: Request, peer: Peer) -> Peer:
-        """18.2.2: responses go back over the connection the request came on; over UDP to received/rport or sent-by."""
+        """18.2.2: responses go back over the connection the request came on; over UDP to received/rport or sent-by.
+
+        A request from a source not in ``config.trusted`` is answered where it came from, address and port, as if it
+        had asked with rport (RFC 3581; Kamailio's force_rport, Asterisk's default): the port a Via names is the
+        sender's to choose, and a response must not become a datagram aimed wherever a forged request said."""
         if peer.reliable:
             return peer
         via = req.top_via
-        if via.params.get("rport"):
+        if via.params.get("rport") or not self._source_trusted:
             return Peer(peer.host, peer.port, "udp")
         host = via.params.get("received") or via.host.strip("[]")
         return Peer(host, via.port or 5060, "udp")

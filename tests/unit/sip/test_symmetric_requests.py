@@ -50,3 +50,20 @@ def test_a_trusted_callers_contact_is_followed() -> None:
     leg, _ = _answered(h, trusted=True)
     assert leg.vouched
     assert _bye_peer(h, leg) == Peer("reflect.example.com", 690, "tcp")
+
+
+def _response_peers(h: Harness, *, trusted: bool | None) -> set[Peer]:
+    data = invite().replace(b"Via: SIP/2.0/UDP 127.0.0.1:5070;", b"Via: SIP/2.0/UDP 192.0.2.10:7777;")
+    h.ep.receive(data, SOURCE, h.now, trusted=trusted)
+    h.pump()
+    return {p for _, m, p in h.sent if isinstance(m, Response)}
+
+
+def test_a_response_to_an_untrusted_source_goes_to_its_address_and_port_not_the_via_port() -> None:
+    assert _response_peers(Harness(), trusted=None) == {SOURCE}
+
+
+def test_a_trusted_source_is_answered_as_rfc_3261_18_2_2_says_at_its_via_port() -> None:
+    h = Harness()
+    h.ep = SipEndpoint(EndpointConfig(host="127.0.0.1", port=5060, trusted=(ipaddress.ip_network("192.0.2.0/24"),)))
+    assert _response_peers(h, trusted=True) == {Peer("192.0.2.10", 7777, "udp")}
