@@ -100,6 +100,15 @@ class MediaSettings(_Model):
     rtp_ports: str = Field("20000-29999", description="inclusive range of UDP ports for RTP (even ports are used)")
     codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU", "PCMA")
     allow_relatch: bool = Field(False, description="accept RTP from one new source address (NAT), once per call")
+    send_after_first_packet: bool = Field(
+        False,
+        description="send no RTP until the caller's first valid RTP packet arrives, then send to its source "
+        "(a caller's SDP address is not trusted: an unauthenticated INVITE cannot aim our RTP at a third party). "
+        "Alone: the packet must come from the SDP address. With allow_relatch: from any source, which we latch onto "
+        "(symmetric RTP, for callers behind NAT); use both on a daemon open to the internet. Prompt frames due while "
+        "waiting are dropped (the flow's timing stays on the clock); a caller that never sends RTP hears nothing "
+        "(set rtp_timeout to end such calls)",
+    )
     dtmf_mode: Literal["auto", "rfc4733", "inband", "info"] = Field(
         "auto",
         description="auto: RFC 4733 when negotiated, else in-band tones; rfc4733/inband: only that; "

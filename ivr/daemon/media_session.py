@@ -4,7 +4,7 @@ This is the one place that turns SDP into a running stream, for every leg there 
 answers (their offer, or our offer in the 200 when the INVITE had none), a leg the daemon places (a queue endpoint
 it bridges to, a number it dials), a re-INVITE (hold, a new address), and the simulator's own caller and queue
 endpoint. :class:`MediaSessions` holds what all of a process's sessions share: the media clock, where ports come
-from and the :class:`MediaPolicy` (address, codecs, packet time, DTMF mode).
+from and the :class:`MediaPolicy` (address, codecs, packet time, DTMF mode, where RTP may be sent).
 
 A :class:`MediaSession` owns its port and socket from the moment it exists: :meth:`MediaSession.close` closes the
 stream (or the bare socket, when no stream started) and gives the port back, whatever happened in between.
@@ -68,7 +68,14 @@ class MediaPolicy:
 
     ``ptime`` goes into answers (``a=ptime``; None: not stated); ``single_codec`` answers with only the chosen codec
     (the media path sends and decodes one codec per call); ``dtmf_mode`` is how keys are heard on a stream
-    (``none`` when they come by SIP INFO only, or nobody listens); ``username`` is the o= line's user."""
+    (``none`` when they come by SIP INFO only, or nobody listens); ``username`` is the o= line's user.
+
+    ``send_after_first_packet``: a stream sends nothing to the address the SDP names until valid RTP has come from
+    the remote, then sends to that packet's source (an unauthenticated INVITE cannot aim our RTP at a third party).
+    ``allow_relatch``: the first valid RTP from another source, before any from the signalled address, moves the
+    remote there. Both on: symmetric RTP (wait for the caller's first packet from wherever it comes, answer there),
+    the setting for callers behind NAT on a daemon open to the internet. See :class:`MediaStream`. A session copies
+    both from the policy and may change them before its stream starts."""
 
     address: str
     codecs: tuple[Codec, ...] = (PCMU, PCMA)
@@ -76,6 +83,7 @@ class MediaPolicy:
     single_codec: bool = True
     dtmf_mode: DtmfMode = "auto"
     allow_relatch: bool = False
+    send_after_first_packet: bool = False
     username: str = "ivr"
 
 
@@ -97,7 +105,7 @@ class MediaSession:
 
     __slots__ = (
         "_owner", "allow_relatch", "closed", "dtmf_mode", "media", "offered", "on_audio", "on_digit_event", "port",
-        "session_id", "sock", "stream", "version",
+        "send_after_first_packet", "session_id", "sock", "stream", "version",
     )  # fmt: skip
 
     def __init__(self, owner: MediaSessions, port: int, sock: socket.socket) -> None:
@@ -115,6 +123,7 @@ class MediaSession:
         self.on_digit_event: Callable[[DigitEvent], None] | None = None
         self.dtmf_mode: DtmfMode = owner.policy.dtmf_mode
         self.allow_relatch = owner.policy.allow_relatch
+        self.send_after_first_packet = owner.policy.send_after_first_packet
 
     @property
     def policy(self) -> MediaPolicy:
@@ -213,6 +222,7 @@ class MediaSession:
             remote=(media.remote_address, media.remote_port),
             telephone_event_pt=media.telephone_event_pt,
             allow_relatch=self.allow_relatch,
+            send_after_first_packet=self.send_after_first_packet,
             dtmf_mode=self.dtmf_mode,
             on_audio=self.on_audio,
             on_digit_event=self.on_digit_event,

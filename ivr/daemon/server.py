@@ -126,6 +126,7 @@ class IvrServer:
             codecs=tuple(CODECS[name] for name in media.codecs),
             dtmf_mode="none" if media.dtmf_mode == "info" else media.dtmf_mode,
             allow_relatch=media.allow_relatch,
+            send_after_first_packet=media.send_after_first_packet,
         )
         self.library = PromptLibrary(config.resolve(config.flows.prompt_cache))
         queues_path = config.queues_path

@@ -299,8 +299,10 @@ class QueueHandoff:
         except PortPoolExhausted:
             return False, "no free RTP port for the queue leg", None
         # The queue's keys are heard as the caller's are (and relayed by the bridge): RFC 4733 when it negotiated
-        # telephone-event, else in-band, unless the daemon takes SIP INFO only. Its address never relatches.
+        # telephone-event, else in-band, unless the daemon takes SIP INFO only. Its address never relatches, and
+        # media to it starts at once.
         media.allow_relatch = False
+        media.send_after_first_packet = False  # a configured queue endpoint: no need to wait for its RTP first
         config = endpoint.config
         host, sip_port = queue.sip_uri.host_port(5061 if queue.sip_uri.scheme == "sips" else 5060)
         user = from_user(queue, active.call.caller)

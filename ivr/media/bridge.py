@@ -296,7 +296,7 @@ class MediaBridge:
         d.pack(self._buffer, 0, 0x80, byte1, d.sequence, timestamp, d.ssrc, frame)
         d.sequence = (d.sequence + 1) & 0xFFFF
         d.next_tick = tick + 1
-        if d.target.on_hold:
+        if d.target.muted:  # on hold, or awaiting its first RTP (send_after_first_packet)
             return
         try:
             d.sock.sendto(self._buffer, d.target.remote)
@@ -375,7 +375,7 @@ class MediaBridge:
         press.timestamp = next_timestamp
         press.sent += 1
         d.sequence = (d.sequence + 1) & 0xFFFF
-        if d.target.on_hold:
+        if d.target.muted:
             return
         try:
             d.sock.sendto(d.event_buffer, d.target.remote)

@@ -8,6 +8,22 @@ packet from another source, arriving before any from the signalled address, move
 RTP behind NAT). Malformed packets are counted and dropped; nothing raises into the loop. Every packet from the
 remote feeds the RFC 3550 reception statistics (``reception``: expected, lost, jitter), kept for the call record.
 
+Sending only to a source that has sent (``send_after_first_packet``): the address in a caller's SDP is only a
+claim, and an unauthenticated INVITE naming a third party would otherwise make the stream send a whole prompt there.
+With the option on, the stream sends nothing until the first valid RTP packet is accepted from the remote (the
+same packet that ``allow_relatch`` may latch onto from another source); from then on it sends to where that packet
+came from. The two combine: latch alone waits for RTP from the signalled address itself; latch with
+``allow_relatch`` waits for the first valid RTP from any source and sends there (symmetric RTP, what callers behind
+NAT need); relatch alone sends to the signalled address at once and moves on the first packet from elsewhere.
+While it waits the stream stays on the media clock exactly as on hold: each frame due is dropped (counted in
+``StreamStats.frames_not_sent_waiting``, key press reports in ``digit_packets_not_sent_waiting``), the playback
+keeps its place and ends (``on_done``) at the time it would have, and the first packet sent is a talk-spurt start
+with the timestamp of its tick. A prompt is not held back until media begins: the flow's timing (no-input timers,
+``on_done``) stays on the clock whether or not the caller sends, and a caller that never sends RTP hears nothing
+and is ended by the call's own timers (``media.rtp_timeout``). ``set_remote`` to a new address (re-INVITE) waits
+again for RTP from there. The hot path pays nothing for it: ``send_tick`` tests one flag (``_silent``: on hold or
+waiting) where it tested the hold flag before.
+
 Digits: RFC 4733 packets with the negotiated payload type, or in-band tones, as ``dtmf_mode`` says (``auto``:
 RFC 4733 when a telephone-event payload type was negotiated, in-band otherwise). A press is announced once, at its
 start, through ``on_digit(key)`` and ``on_digit_event(DigitEvent)`` (both via ``loop.call_soon``, so a barge-in
@@ -84,6 +100,10 @@ class StreamStats:
     """Valid packets with a payload type that is neither the codec's nor telephone-event's (e.g. comfort noise)."""
     receive_errors: int = 0
     relatched: int = 0
+    frames_not_sent_waiting: int = 0
+    """Prompt frames not sent because no RTP had come from the caller yet (``send_after_first_packet``)."""
+    digit_packets_not_sent_waiting: int = 0
+    """RFC 4733 reports of our key presses not sent for the same reason."""
     dtmf_digits: int = 0
     """Key presses heard in the media (RFC 4733 or in-band, as ``dtmf_mode`` says)."""
     dtmf_digits_sent: int = 0
@@ -122,6 +142,10 @@ class MediaStream:
     start; ``on_digit_end(event)`` when it ends (see ``DigitEvent``). ``on_audio(sequence, timestamp, payload)``
     is called directly for every accepted packet of the negotiated codec, undecoded and in arrival order (leave
     it None when nobody listens, it costs a copy per packet); ``add_audio_consumer`` gives decoded, ordered frames.
+
+    ``send_after_first_packet``: send nothing until the first valid RTP packet is accepted from the remote, then
+    send to its source (see the module docstring). With ``allow_relatch`` that packet may come from any source (the
+    stream latches onto it: symmetric RTP); without, only from ``remote``, which it then confirms.
     """
 
     __slots__ = (
@@ -152,14 +176,17 @@ class MediaStream:
         "_relatch_armed",
         "_remote",
         "_rfc4733",
+        "_send_after_first_packet",
         "_sendto",
         "_sequence",
+        "_silent",
         "_sock",
         "_spt",
         "_stats",
         "_telephone_event_pt",
         "_timestamp_base",
         "_tx_digits",
+        "_waiting",
         "_writer",
         "allow_relatch",
         "codec",
@@ -183,6 +210,7 @@ class MediaStream:
         telephone_event_pt: int | None = None,
         ssrc: int | None = None,
         allow_relatch: bool = False,
+        send_after_first_packet: bool = False,
         clock: MediaClock,
         on_digit: Callable[[str], None] | None = None,
         on_audio: Callable[[int, int, bytes], None] | None = None,
@@ -207,6 +235,10 @@ class MediaStream:
         self._sendto = sock.sendto
         self._remote = _normalize(remote, sock.family)
         self._relatch_armed = allow_relatch
+        self._send_after_first_packet = send_after_first_packet
+        self._waiting = send_after_first_packet  # no valid RTP accepted from the remote yet: nothing is sent
+        self._hold = False
+        self._silent = send_after_first_packet  # on hold or waiting: the one flag send_tick tests
         self._spt = self._clock.samples_per_tick  # samples (= G.711 bytes) per frame and timestamp step
         self._writer = RtpHeaderWriter(payload_type, self.ssrc, self._spt)
         self._buffer = self._writer.buffer
@@ -224,7 +256,6 @@ class MediaStream:
         self._looping = False
         self._on_done: Callable[[], None] | None = None
         self._tx_digits: deque[_DigitSend] = deque()
-        self._hold = False
         self._closed = False
         self._consumers: tuple[AudioConsumer, ...] = ()  # replaced, never mutated: safe to iterate while one leaves
         self._jitter: JitterBuffer | None = None
@@ -276,6 +307,11 @@ class MediaStream:
             "rtp_dropped_malformed": stats.dropped_malformed,
             "rtp_ignored_payload_type": stats.ignored_payload_type,
             "rtp_relatched": stats.relatched,
+            "rtp_send_latch": (
+                ("waiting" if self._waiting else "latched") if self._send_after_first_packet else "off"
+            ),
+            "rtp_frames_not_sent_waiting": stats.frames_not_sent_waiting,
+            "rtp_digit_packets_not_sent_waiting": stats.digit_packets_not_sent_waiting,
             "dtmf_digits": stats.dtmf_digits,
             "dtmf_digits_sent": stats.dtmf_digits_sent,
         }
@@ -309,6 +345,22 @@ class MediaStream:
     @property
     def on_hold(self) -> bool:
         return self._hold
+
+    @property
+    def send_after_first_packet(self) -> bool:
+        """Whether this stream waits for the remote's first RTP packet before it sends (fixed at creation)."""
+        return self._send_after_first_packet
+
+    @property
+    def awaiting_first_packet(self) -> bool:
+        """True while ``send_after_first_packet`` holds sending back: no valid RTP accepted from the remote yet."""
+        return self._waiting
+
+    @property
+    def muted(self) -> bool:
+        """Nothing may be sent to the remote now: on hold, or awaiting its first packet. Anything else sending on
+        this stream's behalf (a bridge) should test this rather than ``on_hold``."""
+        return self._silent
 
     @property
     def closed(self) -> bool:
@@ -419,7 +471,7 @@ class MediaStream:
         position = send.position
         if position == 0:
             send.timestamp = (self._timestamp_base + tick * self._spt) & 0xFFFFFFFF
-        if not self._hold:
+        if not self._silent:
             byte1 = writer.payload_type | 0x80 if position == 0 else writer.payload_type
             payload = send.payloads[position]
             writer.pack_into(writer.buffer, 1, byte1, self._sequence, send.timestamp, self.ssrc, payload)
@@ -429,6 +481,8 @@ class MediaStream:
             except OSError:
                 self._stats.send_errors += 1
             self._sequence = (self._sequence + 1) & 0xFFFF
+        elif not self._hold:
+            self._stats.digit_packets_not_sent_waiting += 1
         self._contiguous_tick = -1  # the audio after the press starts a new talk-spurt (marker bit)
         position += 1
         if position < len(send.payloads):
@@ -513,14 +567,22 @@ class MediaStream:
             self._clock.discard(self)
 
     def set_remote(self, addr: tuple[str, int]) -> None:
-        """Send to and accept from ``addr`` from now on (re-INVITE); re-arms the NAT re-latch if allowed."""
-        self._remote = _normalize(addr, self._sock.family)
+        """Send to and accept from ``addr`` from now on (re-INVITE); re-arms the NAT re-latch if allowed. With
+        ``send_after_first_packet``, a new address (one other than the current remote) is not sent to before RTP
+        has come from it (or, with ``allow_relatch``, from the source it latches onto); the same address goes on
+        as it was, so a session refresh does not pause the prompt."""
+        remote = _normalize(addr, self._sock.family)
+        if self._send_after_first_packet and remote != self._remote:
+            self._waiting = True
+            self._silent = True
+        self._remote = remote
         self._relatch_armed = self.allow_relatch
 
     def set_hold(self, hold: bool) -> None:
         """On hold nothing is sent; a playback keeps running silently (it ends and calls ``on_done`` at the
         same time as it would have), timestamps keep advancing, and the first packet after hold is marked."""
         self._hold = hold
+        self._silent = hold or self._waiting
 
     def close(self) -> None:
         """Stop playback and digit sending, leave the clock, stop reading and close the socket (idempotent). The
@@ -554,7 +616,7 @@ class MediaStream:
         # Bound methods held in slots are read into locals first: a call like ``self._sendto(...)`` does not
         # specialise in CPython 3.11 (LOAD_METHOD on an instance slot) and costs a generic descriptor lookup.
         position = self._position
-        if not self._hold:
+        if not self._silent:  # on hold, or awaiting the remote's first packet (send_after_first_packet)
             buf = self._buffer
             pack_packet = self._pack_packet
             pack_packet(
@@ -574,6 +636,8 @@ class MediaStream:
                 self._stats.send_errors += 1
             self._sequence = (self._sequence + 1) & 0xFFFF
             self._contiguous_tick = tick + 1
+        elif not self._hold:
+            self._stats.frames_not_sent_waiting += 1
         position += 1
         if position < self._count:
             self._position = position
@@ -630,6 +694,9 @@ class MediaStream:
                 self._remote = (str(addr[0]), int(addr[1]))
                 stats.relatched += 1
             self._relatch_armed = False
+            if self._waiting:  # the first valid packet: send from now on, to where it came from
+                self._waiting = False
+                self._silent = self._hold
             stats.packets_received += 1
             stats.octets_received += end - start
             if payload_type == self.payload_type:
