@@ -65,6 +65,16 @@ class SipSettings(_Model):
         description="bytes waiting to be sent on one TCP connection beyond what the kernel took (Kamailio "
         "tcp_conn_wq_max); above it the peer is not reading and the connection is closed",
     )
+    session_expires: int = Field(
+        1800,
+        ge=0,
+        description="RFC 4028 session timer, seconds: the interval asked for on calls placed, and applied (we "
+        "refresh) to callers that support timers without asking; a call not refreshed in time ends with BYE "
+        "(record reason session_expired). 0: off (no timer negotiated, 'timer' not supported)",
+    )
+    min_se: int = Field(
+        90, ge=90, description="RFC 4028 Min-SE, seconds: a Session-Expires below it gets 422 (90: the RFC minimum)"
+    )
 
     @field_validator("listen")
     @classmethod
@@ -78,6 +88,10 @@ class SipSettings(_Model):
             raise ValueError(
                 f"tcp_max_connections_per_source ({self.tcp_max_connections_per_source}) is more than "
                 f"tcp_max_connections ({self.tcp_max_connections}); lower it, or raise tcp_max_connections"
+            )
+        if 0 < self.session_expires < self.min_se:
+            raise ValueError(
+                f"session_expires ({self.session_expires} s) is below min_se ({self.min_se} s); raise it, or 0 for off"
             )
         if self.tcp_connection_lifetime < self.tcp_message_timeout:
             raise ValueError(

@@ -155,6 +155,8 @@ class QueueLegHooks(Protocol):
 
     def on_digit_info(self, event: DigitInfo) -> bool: ...
 
+    def on_queue_reinvite(self, event: ReInvite) -> None: ...
+
     def caller_gone(self, active: ActiveCall) -> None: ...
 
 
@@ -448,13 +450,17 @@ class CallController:
     def _on_reinvite(self, leg: Leg, event: ReInvite) -> None:
         active = self.calls.get(leg)
         if active is None and self.queue_legs is not None and self.queue_legs.owns(leg):
-            # A queue leg (bridged): its media cannot move in this version; refuse the change, keep the call.
-            warning = ("Warning", '399 ivr "re-INVITE is not supported on a bridged leg"')
-            self.endpoint.respond(leg, 488, request=event.request, extra=[warning])
+            self.queue_legs.on_queue_reinvite(event)  # a queue leg's refresh, hold or new address
             return
         if active is None:
             self.endpoint.respond(leg, 481, request=event.request)
             self.flush()
+            return
+        if not event.request.body and leg.local_sdp and event.request.method == "INVITE":
+            # A re-INVITE without an offer (often an RFC 4028 session refresh): our 2xx offers the session as it is
+            # (RFC 3264 8: the same description, version unchanged) and the ACK's answer changes nothing.
+            log.info("re-INVITE without SDP: offering the session unchanged", call_id=leg.call_id)
+            self.endpoint.respond(leg, 200, request=event.request, body=leg.local_sdp, content_type="application/sdp")
             return
         try:
             answer, media = active.media.update(event.request.body)

@@ -485,6 +485,8 @@ def _endpoint_config(config: IvrConfig, host: str) -> EndpointConfig:
         untrusted_action=config.security.untrusted,
         auth=verifier,
         auth_trusted_skip=digest.trusted_skip if digest is not None else True,
+        session_expires=config.sip.session_expires,
+        min_se=config.sip.min_se,
     )
 
 

@@ -41,7 +41,17 @@ from ivr.media.bridge import InfoSender, MediaBridge
 from ivr.media.digits import DigitEvent
 from ivr.media.ports import PortPoolExhausted
 from ivr.media.prompts import Prompt, PromptError, load_prompt
-from ivr.sip.endpoint import CallAnswered, CallEnded, CallProgress, DigitInfo, Leg, Peer, SipEndpoint, TransferProgress
+from ivr.sip.endpoint import (
+    CallAnswered,
+    CallEnded,
+    CallProgress,
+    DigitInfo,
+    Leg,
+    Peer,
+    ReInvite,
+    SipEndpoint,
+    TransferProgress,
+)
 from ivr.sip.errors import SipError
 from ivr.sip.sdp import SdpError
 
@@ -402,6 +412,31 @@ class QueueHandoff:
                 self._release(bridged)
                 self.host.end_bridged_call(active, "queue_bye")
         return True
+
+    def on_queue_reinvite(self, event: ReInvite) -> None:
+        """A re-INVITE from the queue on a bridged leg: a session refresh (RFC 4028: often without SDP, or with the
+        same), hold, or a new address. The queue leg's stream follows it and the bridge carries on; a change of
+        codec or payload type is refused 488, as on a caller's leg."""
+        endpoint = self.host.endpoint
+        bridged = self._queue_legs.get(event.leg)
+        request = event.request
+        if bridged is None or bridged.media.stream is None:
+            endpoint.respond(event.leg, 491 if bridged is not None else 481, request=request)
+            return
+        if not request.body:
+            local = event.leg.local_sdp
+            if local:
+                endpoint.respond(event.leg, 200, request=request, body=local, content_type="application/sdp")
+            else:
+                endpoint.respond(event.leg, 488, request=request)
+            return
+        try:
+            answer, _media = bridged.media.update(request.body)
+        except SdpError as exc:
+            endpoint.respond(event.leg, exc.status, request=request,
+                             extra=[("Warning", f'399 ivr "SDP: {exc.reason}"')])  # fmt: skip
+            return
+        endpoint.respond(event.leg, 200, request=request, body=answer, content_type="application/sdp")
 
     def _media(self, bridged: BridgedCall, body: bytes, *, early: bool) -> bool:
         """Start relaying (or, for a 2xx after early media, update where to) from the queue's SDP answer."""

@@ -25,6 +25,12 @@ Everything RFC 3261 says a UAS core does before a request reaches the applicatio
 (17.2.3), merged-request detection (8.2.2.2), Require checks (8.2.2.3), 481 for unknown dialogs (12.2.2), CANCEL
 (9.2), OPTIONS (11.2), 405/501 with Allow (8.2.1), BYE (15.1.2), rport/received (RFC 3581), the 2xx retransmission
 and the BYE that follows a lost ACK (13.3.1.4).
+
+RFC 4028 session timers (``EndpointConfig.session_expires``; the rules in :mod:`ivr.sip.session_timer`): 422 for a
+Session-Expires below our Min-SE, the negotiated Session-Expires (and Require: timer) in every 2xx to an INVITE or
+UPDATE, our refresh re-INVITE at half the interval when we refresh, and a BYE ending the leg with
+``EndReason.SESSION_EXPIRED`` when no refresh came by ``interval - min(32, interval/3)`` or ours failed (408, 481,
+no answer). The timers are the endpoint's, like every other.
 """
 
 from __future__ import annotations
@@ -87,6 +93,17 @@ from ivr.sip.refer import (
     parse_subscription_state,
 )
 from ivr.sip.registration import Registration, RegistrationConfig, RegistrationOutput, StartTransaction
+from ivr.sip.session_timer import (
+    RFC_MIN_SE,
+    TIMER,
+    SessionExpires,
+    SessionTimer,
+    min_se_of,
+    session_expires_of,
+    supports_timer,
+    uac_timer,
+    uas_decision,
+)
 from ivr.sip.transaction import (
     Action,
     ClientInviteState,
@@ -160,13 +177,26 @@ class EndpointConfig:
     transferee: bool = False
     auth: DigestVerifier | None = None  # challenge new INVITEs (RFC 7616/8760) unless they come from a trusted source
     auth_trusted_skip: bool = True
+    # RFC 4028 session timers: the interval we ask for and apply (seconds; 0: off, no timer is negotiated or run,
+    # and "timer" is not supported) and the smallest one we accept (a Session-Expires below it gets 422).
+    session_expires: int = 0
+    min_se: int = RFC_MIN_SE
 
     @property
     def allowed_methods(self) -> tuple[str, ...]:
-        return TRANSFEREE_METHODS if self.transferee else ALLOWED_METHODS
+        methods = TRANSFEREE_METHODS if self.transferee else ALLOWED_METHODS
+        return (*methods, "UPDATE") if self.session_expires > 0 else methods  # UPDATE: a session refresh (RFC 4028)
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The option tags we support (Supported; a Require of anything else gets 420)."""
+        return (TIMER,) if self.session_expires > 0 else SUPPORTED_EXTENSIONS
 
 
 _MERGE_MEMORY = 4096
+_SESSION_REFRESH = "session-refresh"  # RFC 4028 10: the refresher's re-INVITE is due
+_SESSION_EXPIRY = "session-expiry"  # RFC 4028 10: no refresh came in time: BYE
+_GLARE_RETRY = 2.0  # seconds before a refresh refused 491 (or held back by the peer's re-INVITE) is tried again
 _ACCEPTED = ServerInviteState.ACCEPTED
 # A client transaction that has its final response is done for the caller's purposes (it only waits out timer K/D).
 _CLIENT_DONE = frozenset(
@@ -225,6 +255,7 @@ class SipEndpoint:
         self._by_id: dict[int, _TxnEntry] = {}
         self._registrations: dict[Registration, _RegEntry] = {}
         self._registrations_by_id: dict[int, _RegEntry] = {}
+        self._session_legs: dict[int, Leg] = {}  # Leg.timer_owner -> leg: owners of the session timers (RFC 4028)
         self._dialogs: dict[DialogId, Leg] = {}
         self._legs: set[Leg] = set()
         # (From tag, Call-ID, CSeq) -> branch of INVITEs in progress, for merged-request detection (8.2.2.2).
@@ -348,6 +379,13 @@ class SipEndpoint:
         if reg is not None and name in reg.timers:
             reg.timers.discard(name)
             self._run_registration(reg, reg.registration.timer_fired(name))
+            return
+        leg = self._session_legs.get(owner_id)
+        if leg is not None:
+            if name == _SESSION_REFRESH:
+                self._session_refresh(leg)
+            elif name == _SESSION_EXPIRY:
+                self._session_expired(leg)
 
     def transport_error(self, peer: Peer, reason: str = "transport error") -> None:
         """A stream connection broke, or could not be made: client transactions to it fail (17.1.4)."""
@@ -364,13 +402,17 @@ class SipEndpoint:
         """Send 200 OK with our SDP answer (or offer, when the INVITE had none)."""
         if leg.state is not LegState.INCOMING or leg.invite_txn is None:
             raise SipError(f"RFC 3261 13.3.1.4: leg {leg.id} is {leg.state.value}, not waiting for an answer")
-        response = self._response(leg.invite, 200, to_tag=leg.local_tag, body=sdp, content_type=ACCEPTED_BODIES)
+        timer, timer_headers = self._uas_session_timer(leg.invite)
+        response = self._response(leg.invite, 200, to_tag=leg.local_tag, body=sdp, content_type=ACCEPTED_BODIES,
+                                  extra=timer_headers)  # fmt: skip
         self._add_contact(response, leg.peer)
         leg.dialog = Dialog.from_uas(leg.invite, local_tag=leg.local_tag, local_contact=self._contact(leg.peer))
         self._dialogs[leg.dialog.id] = leg
         leg.advance(LegEvent.ANSWER_SENT)
+        leg.local_sdp = sdp
         entry = self._server_entry_for(leg)
         self._run(entry, leg.invite_txn.send_response(response))
+        self._start_session_timer(leg, timer)  # RFC 4028 10: the timer starts when the 2xx is sent
 
     def reject(self, leg: Leg, status: int, reason_text: str | None = None, *, retry_after: int | None = None) -> None:
         """Answer the INVITE with a final non-2xx response; the leg ends."""
@@ -402,14 +444,28 @@ class SipEndpoint:
         entry = self._server.get(key)
         if entry is None:
             raise SipError(f"no server transaction for {req.method} {req.cseq}")
-        response = self._response(
-            req, status, to_tag=leg.local_tag, body=body, content_type=content_type, extra=list(extra)
-        )
-        if status >= 200 and req.method == "INVITE":
+        # A 2xx to a re-INVITE or UPDATE in the dialog is a session refresh (RFC 4028 9, 10): it carries the
+        # negotiated Session-Expires again and restarts the timer.
+        refresh = (
+            200 <= status < 300 and req.method in ("INVITE", "UPDATE") and req is not leg.invite and leg.dialog
+            is not None and leg.state in (LegState.ANSWERED, LegState.CONFIRMED)
+        )  # fmt: skip
+        timer: SessionTimer | None = None
+        headers = list(extra)
+        if refresh:
+            timer, timer_headers = self._uas_session_timer(req)
+            headers += timer_headers
+        response = self._response(req, status, to_tag=leg.local_tag, body=body, content_type=content_type,
+                                  extra=headers)  # fmt: skip
+        if status >= 200 and req.method in ("INVITE", "UPDATE"):
             self._add_contact(response, leg.peer)
         txn = entry.txn
         assert isinstance(txn, ServerInviteTransaction | ServerNonInviteTransaction)
         self._run(entry, txn.send_response(response))
+        if refresh:
+            if body:
+                leg.local_sdp = body
+            self._start_session_timer(leg, timer)
 
     def hangup(self, leg: Leg, *, reason: EndReason = EndReason.LOCAL_BYE) -> None:
         """End the leg: BYE when confirmed (or answered, 15.1.1 allows it once the 2xx is sent), else 480."""
@@ -457,13 +513,21 @@ class SipEndpoint:
         headers.add("Contact", self._contact(peer))
         headers.add("Allow", ", ".join(self.config.allowed_methods))
         headers.add("User-Agent", self.config.user_agent)
+        if self.config.session_expires > 0:
+            # RFC 4028 7.1: offer a session timer and ask to refresh it ourselves (a UAS supporting timers copies the
+            # refresher, 9): our refresh re-INVITE offers our SDP again, where a bridged queue leg cannot take a
+            # re-INVITE of the queue's. The 2xx has the last word (7.2).
+            headers.add("Supported", TIMER)
+            interval = max(self.config.session_expires, self.config.min_se)
+            headers.add("Session-Expires", f"{interval};refresher=uac")
+            headers.add("Min-SE", str(self.config.min_se))
         for name, value in extra:
             headers.add(name, value)
         if sdp:
             headers.add("Content-Type", ACCEPTED_BODIES)
         invite = Request("INVITE", request_uri, headers, sdp)
         txn = ClientInviteTransaction(invite, reliable=peer.reliable, timers=self.config.timers)
-        leg = Leg(invite=invite, peer=peer, local_tag=local_tag, outgoing=True, client_txn=txn)
+        leg = Leg(invite=invite, peer=peer, local_tag=local_tag, outgoing=True, client_txn=txn, local_sdp=sdp)
         self._legs.add(leg)
         self._add_client(txn, peer, leg)
         return leg
@@ -632,6 +696,156 @@ class SipEndpoint:
             ClientNonInviteTransaction(notify, reliable=peer.reliable, timers=self.config.timers), peer, leg
         )
 
+    # ---- session timers (RFC 4028) ----
+
+    def _session_interval_refused(self, entry: _TxnEntry, req: Request) -> bool:
+        """RFC 4028 8.1: a Session-Expires below our Min-SE gets 422 with our Min-SE (a malformed one, 400).
+        False when the request may go on (or session timers are off)."""
+        if self.config.session_expires <= 0:
+            return False
+        try:
+            decision = uas_decision(req, session_expires=self.config.session_expires, min_se=self.config.min_se)
+        except SipError as exc:
+            self._reply(entry, req, exc.status, reason=exc.reason)
+            return True
+        if decision.too_small:
+            self._reply(entry, req, 422, reason="RFC 4028 8.1: Session-Expires is below our Min-SE",
+                        extra=[("Min-SE", str(self.config.min_se))])  # fmt: skip
+            return True
+        return False
+
+    def _uas_session_timer(self, req: Request) -> tuple[SessionTimer | None, list[tuple[str, str]]]:
+        """RFC 4028 9: the timer we run after answering ``req`` 2xx, and the headers that 2xx carries."""
+        if self.config.session_expires <= 0:
+            return None, []
+        try:
+            decision = uas_decision(req, session_expires=self.config.session_expires, min_se=self.config.min_se)
+        except SipError:
+            return None, []  # checked when the request arrived; not reachable in practice
+        return decision.timer, list(decision.headers)
+
+    def _start_session_timer(self, leg: Leg, timer: SessionTimer | None) -> None:
+        """(Re)start ``leg``'s session timer (None: stop it): the refresh at half the interval when we refresh, the
+        BYE at ``interval - min(32, interval/3)`` when no refresh came (RFC 4028 10). A refresher that got no 2xx
+        to its refresh has the session end at the full interval (its refresh's own failure usually ends it first)."""
+        self._stop_session_timer(leg)
+        leg.session_timer = timer
+        if timer is None or leg.end_reason is not None:
+            return
+        if not leg.timer_owner:
+            leg.timer_owner = next(self._ids)
+        self._session_legs[leg.timer_owner] = leg
+        if timer.we_refresh:
+            self._set_timer((leg.timer_owner, _SESSION_REFRESH), timer.refresh_after)
+            self._set_timer((leg.timer_owner, _SESSION_EXPIRY), float(timer.interval))
+        else:
+            self._set_timer((leg.timer_owner, _SESSION_EXPIRY), timer.expire_after)
+
+    def _stop_session_timer(self, leg: Leg) -> None:
+        if leg.timer_owner and self._session_legs.pop(leg.timer_owner, None) is not None:
+            self._clear_timer((leg.timer_owner, _SESSION_REFRESH))
+            self._clear_timer((leg.timer_owner, _SESSION_EXPIRY))
+
+    def _session_expired(self, leg: Leg) -> None:
+        """RFC 4028 10: the session expired (no refresh in time, or ours got 408/481/no answer): BYE, and the leg
+        ends with :attr:`EndReason.SESSION_EXPIRED`."""
+        self._stop_session_timer(leg)
+        if leg.state in (LegState.ANSWERED, LegState.CONFIRMED) and leg.dialog is not None:
+            self.hangup(leg, reason=EndReason.SESSION_EXPIRED)
+
+    def _session_refresh(self, leg: Leg) -> None:
+        """We are the refresher: send a re-INVITE offering the SDP we last sent (RFC 4028 10; RFC 3264 8: the same
+        session description, version unchanged), with Session-Expires naming us (the request's UAC) the refresher."""
+        timer = leg.session_timer
+        if timer is None or leg.dialog is None or leg.state is not LegState.CONFIRMED:
+            return
+        if (leg.refresh_txn is not None and leg.refresh_txn.state not in _CLIENT_DONE) or self._reinvite_pending(leg):
+            self._set_timer((leg.timer_owner, _SESSION_REFRESH), _GLARE_RETRY)  # RFC 3261 14.1: one at a time
+            return
+        extra = [
+            ("Session-Expires", f"{timer.interval};refresher=uac"),
+            ("Min-SE", str(self.config.min_se)),
+            ("Supported", TIMER),
+            ("Allow", ", ".join(self.config.allowed_methods)),
+        ]
+        invite = leg.dialog.create_request(
+            "INVITE",
+            via=self._via(leg.peer),
+            body=leg.local_sdp,
+            content_type=ACCEPTED_BODIES if leg.local_sdp else None,
+            extra=extra,
+        )
+        invite.headers.add("User-Agent", self.config.user_agent)
+        peer = self._request_peer(leg)
+        txn = ClientInviteTransaction(invite, reliable=peer.reliable, timers=self.config.timers)
+        leg.refresh_txn, leg.refresh_ack = txn, None
+        self._add_client(txn, peer, leg)
+
+    def _reinvite_pending(self, leg: Leg) -> bool:
+        """The peer's re-INVITE in this dialog has no final response from us yet."""
+        return any(
+            entry.leg is leg
+            and isinstance(entry.txn, ServerInviteTransaction)
+            and entry.txn is not leg.invite_txn
+            and entry.txn.state is ServerInviteState.PROCEEDING
+            for entry in self._server.values()
+        )
+
+    def _refresh_response(self, leg: Leg, txn: ClientInviteTransaction, response: Response) -> None:
+        """A response to our refresh re-INVITE (RFC 4028 10)."""
+        status = response.status
+        if status < 200:
+            return
+        if 200 <= status < 300:
+            peer = self._request_peer(leg) if leg.dialog is not None else leg.peer
+            if leg.refresh_ack is not None:  # retransmitted 2xx: our ACK was lost (13.2.2.4)
+                self._datagrams.append(Transmit(leg.refresh_ack, peer))
+                return
+            if leg.dialog is None:
+                return
+            ack = leg.dialog.create_ack(txn.request, via=self._via(leg.peer))
+            ack.headers.add("User-Agent", self.config.user_agent)
+            leg.refresh_ack = ack.to_bytes()
+            self._datagrams.append(Transmit(leg.refresh_ack, peer))
+            if leg.state is not LegState.CONFIRMED:
+                return
+            timer = uac_timer(response)
+            if timer is None and not supports_timer(response):
+                timer = leg.session_timer  # a peer without timers answered: we go on refreshing at our interval
+            self._start_session_timer(leg, timer)
+            return
+        if status in (408, 481):
+            self._session_expired(leg)  # RFC 4028 10: the refresh failed: BYE
+        elif status == 491:
+            if leg.session_timer is not None and leg.timer_owner in self._session_legs:
+                self._set_timer((leg.timer_owner, _SESSION_REFRESH), _GLARE_RETRY)  # RFC 3261 14.1
+        elif status == 422:
+            # RFC 4028 10 (7.4): retry with the interval the peer's Min-SE asks for.
+            timer, wanted = leg.session_timer, min_se_of(response)
+            if timer is not None and wanted is not None and wanted > timer.interval:
+                leg.session_timer = SessionTimer(wanted, timer.refresher, timer.we_refresh)
+                self._set_timer((leg.timer_owner, _SESSION_REFRESH), 0.0)
+        # any other failure: the session is not refreshed; its expiry timer still runs
+
+    def _retry_with_min_se(self, leg: Leg, response: Response) -> bool:
+        """RFC 4028 7.4: our INVITE got 422: send it again (same Call-ID, next CSeq) with the Session-Expires the
+        response's Min-SE asks for. Once only; False when it cannot be retried."""
+        wanted = min_se_of(response) if self.config.session_expires > 0 else None
+        asked = session_expires_of(leg.invite)
+        if wanted is None or asked is None or wanted <= asked.interval or leg.invite.cseq.number > 1:
+            return False
+        headers = Headers(list(leg.invite.headers))
+        headers.remove("Via")
+        headers.prepend("Via", str(self._via(leg.peer)))
+        headers.set("CSeq", f"{leg.invite.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", str(SessionExpires(wanted, asked.refresher)))
+        headers.set("Min-SE", str(wanted))
+        invite = Request("INVITE", leg.invite.uri, headers, leg.invite.body)
+        txn = ClientInviteTransaction(invite, reliable=leg.peer.reliable, timers=self.config.timers)
+        leg.invite, leg.client_txn, leg.provisional = invite, txn, False
+        self._add_client(txn, leg.peer, leg)
+        return True
+
     # ---- requests ----
 
     def _receive_request(self, req: Request, peer: Peer) -> None:
@@ -720,6 +934,8 @@ class SipEndpoint:
                 extra=[("Accept", ACCEPTED_BODIES)],
             )
             return
+        if self._session_interval_refused(entry, req):
+            return
         txn = entry.txn
         assert isinstance(txn, ServerInviteTransaction)
         leg = Leg(invite=req, peer=peer, local_tag=secrets.token_hex(6), invite_txn=txn, vouched=vouched)
@@ -749,7 +965,15 @@ class SipEndpoint:
             if req.body and req.content_type != ACCEPTED_BODIES:
                 self._reply(entry, req, 415, extra=[("Accept", ACCEPTED_BODIES)])
                 return
+            if leg.refresh_txn is not None and leg.refresh_txn.state not in _CLIENT_DONE:
+                # RFC 3261 14.2: our own re-INVITE (a session refresh) is still pending in this dialog.
+                self._reply(entry, req, 491, extra=[("Retry-After", "2")])
+                return
+            if self._session_interval_refused(entry, req):
+                return
             self._events.append(ReInvite(leg, req))
+        elif req.method == "UPDATE" and self.config.session_expires > 0:
+            self._receive_update(entry, req, leg)
         elif req.method == "OPTIONS":
             self._reply(entry, req, 200, extra=self._capabilities())
         elif req.method == "INFO":
@@ -760,6 +984,23 @@ class SipEndpoint:
             self._receive_refer(entry, req, leg)
         else:
             self._reply(entry, req, 405, extra=[("Allow", ", ".join(self.config.allowed_methods))])
+
+    def _receive_update(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
+        """UPDATE in a confirmed dialog (RFC 3311): without a body a session refresh (RFC 4028 10), answered here;
+        with an SDP offer it reaches the application as a :class:`ReInvite` would (its 2xx is the answer)."""
+        if leg.state is not LegState.CONFIRMED:
+            self._reply(entry, req, 481 if leg.state in (LegState.ENDING, LegState.ENDED) else 491)
+            return
+        if req.body and req.content_type != ACCEPTED_BODIES:
+            self._reply(entry, req, 415, extra=[("Accept", ACCEPTED_BODIES)])
+            return
+        if self._session_interval_refused(entry, req):
+            return
+        entry.leg = leg
+        if req.body:
+            self._events.append(ReInvite(leg, req))
+            return
+        self.respond(leg, 200, request=req)
 
     def _receive_notify(self, entry: _TxnEntry, req: Request, leg: Leg) -> None:
         """A NOTIFY of the implicit subscription of our REFER (RFC 3515 2.4.4): answered 200, reported."""
@@ -914,6 +1155,9 @@ class SipEndpoint:
                 reg = self._registration_of(entry)
                 if reg is not None:
                     self._run_registration(reg, reg.registration.transport_failed(action.reason))
+                leg = entry.leg
+                if leg is not None and entry.txn is leg.refresh_txn and leg.refresh_ack is None:
+                    self._session_expired(leg)  # RFC 4028 10: the refresh failed (17.1.4: as 408)
             elif isinstance(action, Terminated):
                 self._drop_entry(entry)
 
@@ -945,6 +1189,8 @@ class SipEndpoint:
             self._refer_response(leg, entry, message)
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
             self._invite_response(leg, message)
+        elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.refresh_txn:
+            self._refresh_response(leg, entry.txn, message)
 
     def _refer_response(self, leg: Leg, entry: _TxnEntry, response: Response) -> None:
         transfer = leg.transfer
@@ -975,6 +1221,8 @@ class SipEndpoint:
                     self._send_cancel(leg)
             return
         if status >= 300:
+            if status == 422 and not leg.cancel_requested and self._retry_with_min_se(leg, response):
+                return
             reason = EndReason.CANCELLED if status == 487 else EndReason.FAILED
             self._end_unanswered(leg, reason, status)
             return
@@ -998,6 +1246,8 @@ class SipEndpoint:
             self._send_bye(leg)
             return
         self._events.append(CallAnswered(leg, response))
+        if self.config.session_expires > 0:
+            self._start_session_timer(leg, uac_timer(response))  # RFC 4028 7.2: as the 2xx says
 
     def _send_cancel(self, leg: Leg) -> None:
         assert leg.client_txn is not None
@@ -1046,6 +1296,9 @@ class SipEndpoint:
         elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.client_txn:
             if leg.state is LegState.INCOMING:
                 self._end_unanswered(leg, EndReason.TIMEOUT, 408)  # timer B: no final response (17.1.1.2)
+        elif isinstance(entry.txn, ClientInviteTransaction) and entry.txn is leg.refresh_txn:
+            if action.timer == "B" and leg.refresh_ack is None:  # RFC 4028 10: our refresh got no answer
+                self._session_expired(leg)
         elif isinstance(entry.txn, ClientNonInviteTransaction) and entry.txn.request.method == "REFER":
             transfer = leg.transfer
             if transfer is not None and transfer.refer is entry.txn.request and not transfer.done:
@@ -1174,7 +1427,8 @@ class SipEndpoint:
     def _unsupported_extensions(self, req: Request) -> list[str]:
         if req.method in ("ACK", "CANCEL"):
             return []
-        return [opt for opt in req.headers.values("Require") if opt.lower() not in SUPPORTED_EXTENSIONS]
+        supported = self.config.extensions
+        return [opt for opt in req.headers.values("Require") if opt.lower() not in supported]
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [
@@ -1182,7 +1436,7 @@ class SipEndpoint:
             ("Accept", ACCEPTED_BODIES),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en, bg"),
-            ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
+            ("Supported", ", ".join(self.config.extensions)),
         ]
 
     def _contact(self, peer: Peer) -> str:
@@ -1192,7 +1446,7 @@ class SipEndpoint:
     def _add_contact(self, response: Response, peer: Peer) -> None:
         response.headers.set("Contact", self._contact(peer))
         response.headers.set("Allow", ", ".join(self.config.allowed_methods))
-        response.headers.set("Supported", ", ".join(SUPPORTED_EXTENSIONS))
+        response.headers.set("Supported", ", ".join(self.config.extensions))
 
     def _send_bye(self, leg: Leg) -> None:
         assert leg.dialog is not None
@@ -1224,6 +1478,7 @@ class SipEndpoint:
     def _end(self, leg: Leg, reason: EndReason, status: int | None) -> None:
         """Tell the application the call is over (:class:`CallEnded`), once. The caller has already moved the leg: to
         ENDED, or to ENDING by the BYE it sent (the dialog is kept until that BYE is answered or times out)."""
+        self._stop_session_timer(leg)
         if leg.end_reason is not None:
             return
         leg.end_reason = reason
@@ -1239,6 +1494,7 @@ class SipEndpoint:
         """The dialog is over (``event`` moves the leg to ENDED): in-dialog requests for it now get 481."""
         if leg.dialog is not None:
             self._dialogs.pop(leg.dialog.id, None)
+        self._stop_session_timer(leg)
         leg.advance(event)
 
     def shutdown(self) -> None:

@@ -38,6 +38,7 @@ from ivr.sip.dialog import Dialog
 from ivr.sip.errors import SipError
 from ivr.sip.message import Request, Response
 from ivr.sip.primitives import Peer
+from ivr.sip.session_timer import SessionTimer
 from ivr.sip.transaction import ClientInviteTransaction, ServerInviteTransaction
 
 
@@ -52,6 +53,7 @@ class EndReason(StrEnum):
     SHUTDOWN = "shutdown"
     FAILED = "failed"  # our INVITE got a final non-2xx response
     TIMEOUT = "timeout"  # our INVITE got no final response (timer B)
+    SESSION_EXPIRED = "session_expired"  # RFC 4028 10: no session refresh in time, or ours got 408/481/no answer
 
 
 class LegState(StrEnum):
@@ -148,6 +150,13 @@ class Leg:
     transfer: Transfer | None = None  # the REFER we sent in this dialog, if any
     # REFERs received in this dialog (we are the transferee): CSeq number -> "pending" | "active" | "terminated"
     refers: dict[int, str] = field(default_factory=dict)
+    # RFC 4028 session timer: the one running (None: none), the SDP we last sent in the dialog (a refresh re-INVITE
+    # offers it again), our refresh re-INVITE in flight and its ACK, and the serial naming the leg's endpoint timers.
+    session_timer: SessionTimer | None = None
+    local_sdp: bytes = b""
+    refresh_txn: ClientInviteTransaction | None = None
+    refresh_ack: bytes | None = None
+    timer_owner: int = 0
     id: int = field(default_factory=itertools.count(1).__next__)
 
     @property

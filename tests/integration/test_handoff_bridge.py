@@ -155,3 +155,54 @@ async def test_a_flow_naming_an_unconfigured_queue_does_not_load(tmp_path: Path,
     (tmp_path / "queues.yaml").write_text("queues:\n  sales:\n    uri: tel:+3592\n")
     with pytest.raises(ConfigError, match=r"queues.yaml:3: queues.sales.uri"):
         await start_server({"queues": str(tmp_path / "queues.yaml"), "admin.listen": None, "routes": []})
+
+
+async def test_a_queues_session_refresh_reinvite_keeps_the_bridged_call(
+    tmp_path: Path, uas: SipUA, caller_ua: SipUA
+) -> None:
+    """An ACD that refreshes the session (RFC 4028) or moves its media sends a re-INVITE on the bridged leg: a
+    refresh without SDP is answered 200 with our session as it is, one with SDP 200 with our answer, and the call
+    stays bridged (this leg used to refuse every re-INVITE with 488, which ends a refreshing ACD's call)."""
+    import asyncio
+    import socket
+
+    from ivr.sip.headers import Via
+    from ivr.sip.message import Response, parse_message
+
+    QueueUas(uas)
+    server = await handoff_server(tmp_path, uas, "bridge")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.setblocking(False)
+    try:
+        caller = Transferee(caller_ua)
+        caller.dial(server)
+        await _until(lambda: bool(uas.of(CallConfirmed)), timeout=10)
+        queue_leg = uas.of(CallConfirmed)[0].leg
+        assert queue_leg.dialog is not None
+        loop = asyncio.get_running_loop()
+        statuses = []
+        for body in (b"", uas.sdp(0)):  # a bodiless refresh, then one re-offering the queue's same media
+            via = Via("UDP", "127.0.0.1", int(raw.getsockname()[1]), {"rport": None})
+            request = queue_leg.dialog.create_request(
+                "INVITE", via=via, body=body, content_type="application/sdp" if body else None
+            )
+            await loop.sock_sendto(raw, request.to_bytes(), ("127.0.0.1", server.config.sip.port))
+            while True:
+                data = await asyncio.wait_for(loop.sock_recv(raw, 65535), 3)
+                response = parse_message(data)
+                assert isinstance(response, Response)
+                if response.status >= 200:
+                    break
+            statuses.append((response.status, b"m=audio" in response.body))
+            # the bodiless refresh got the daemon's offer in the 200: the ACK carries the answer (the same media)
+            answer = uas.sdp(0) if not body else b""
+            ack_via = Via("UDP", "127.0.0.1", int(raw.getsockname()[1]), {})
+            ctype = "application/sdp" if answer else None
+            ack = queue_leg.dialog.create_ack(request, via=ack_via, body=answer, content_type=ctype)
+            await loop.sock_sendto(raw, ack.to_bytes(), ("127.0.0.1", server.config.sip.port))
+        assert statuses == [(200, True), (200, True)]
+        assert len(server.calls) == 1 and not uas.of(CallEnded)
+    finally:
+        raw.close()
+        await server.close()
