@@ -146,13 +146,15 @@ def _synth_raw(voice: Voice, text: str, out: Path) -> None:
 
 
 def _phone_line(src: Path, dst: Path) -> None:
-    """sox: to 8 kHz mono µ-law, then back to 16-bit linear (the G.711 round trip)."""
+    """sox: to 8 kHz mono µ-law, then back to 16-bit linear (the G.711 round trip). ``-R`` (repeatable): sox dithers
+    when it reduces the bit depth, with a random seed by default, so without it every machine built a different corpus
+    and the recognition figures (and the tests' floors) moved from one clean checkout to the next."""
     sox = _require("sox")
     with tempfile.TemporaryDirectory() as tmp:
         ulaw = Path(tmp) / "line.wav"
-        subprocess.run([sox, str(src), "-r", "8000", "-c", "1", "-e", "u-law", str(ulaw)],
+        subprocess.run([sox, "-R", str(src), "-r", "8000", "-c", "1", "-e", "u-law", str(ulaw)],
                        check=True, capture_output=True, timeout=30)
-        subprocess.run([sox, str(ulaw), "-e", "signed-integer", "-b", "16", str(dst)],
+        subprocess.run([sox, "-R", str(ulaw), "-e", "signed-integer", "-b", "16", str(dst)],
                        check=True, capture_output=True, timeout=30)
 
 
@@ -190,7 +192,7 @@ def _key(*parts: object) -> str:
 def synthesize(voice: Voice, text: str, cache: Path, condition: Condition = "clean", snr_db: float = 15.0) -> Path:
     """Phone-line audio of ``voice`` saying ``text``: 8 kHz int16 WAV, 300 ms of silence around it (cached)."""
     cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"{_key('v1', voice.label, text, condition, snr_db)}.wav"
+    out = cache / f"{_key('v2', voice.label, text, condition, snr_db)}.wav"  # v2: repeatable sox (v1 was dithered)
     if out.exists():
         return out
     with tempfile.TemporaryDirectory() as tmp:
