@@ -149,21 +149,9 @@ class MediaSession:
 
     def answer(self, offer: bytes) -> bytes:
         """Answer the remote's offer and start the stream; raises :class:`SdpError` (the session stays unstarted)."""
-        policy = self.policy
-        answer, media = answer_offer(
-            SessionDescription.parse(offer),
-            local_address=policy.address,
-            local_port=self.port,
-            supported=policy.codecs,
-            session_id=self.session_id,
-            session_version=self.session_id,
-            single_codec=policy.single_codec,
-            ptime=policy.ptime,
-            username=policy.username,
-        )
-        check_media_address(media, self.policy.address)
+        answer, media = self._answer_offer(offer, self.policy.codecs, self.session_id)
         self._start(media)
-        return answer.serialize()
+        return answer
 
     def accept_answer(self, body: bytes) -> MediaStream:
         """The remote's answer to :meth:`offer` (a 183's early media, a 2xx, or a late offer's ACK): start the
@@ -188,19 +176,8 @@ class MediaSession:
             raise SdpError(488, "no media session to update")
         if not offer:
             raise SdpError(488, "a re-INVITE without SDP is not supported")
-        policy = self.policy
-        answer, media = answer_offer(
-            SessionDescription.parse(offer),
-            local_address=policy.address,
-            local_port=self.port,
-            supported=(CODECS.get(current.codec.name, current.codec),),
-            session_id=self.session_id,
-            session_version=self.session_id + self.version + 1,
-            single_codec=policy.single_codec,
-            ptime=policy.ptime,
-            username=policy.username,
-        )
-        check_media_address(media, self.policy.address)
+        supported = (CODECS.get(current.codec.name, current.codec),)
+        answer, media = self._answer_offer(offer, supported, self.session_id + self.version + 1)
         if media.codec.payload_type != stream.payload_type:
             raise SdpError(488, "changing the payload type of the call's codec mid-call is not supported")
         self.version += 1
@@ -209,6 +186,26 @@ class MediaSession:
         stream.set_hold(media.on_hold)
         stream.telephone_event_pt = media.telephone_event_pt
         self.media = media
+        return answer, media
+
+    def _answer_offer(
+        self, offer: bytes, supported: tuple[Codec, ...], session_version: int
+    ) -> tuple[bytes, NegotiatedMedia]:
+        """Our SDP answer to ``offer`` (RFC 3264) with what the policy says, and the media it settles; the remote
+        address must be one we send RTP to. Raises :class:`SdpError`."""
+        policy = self.policy
+        answer, media = answer_offer(
+            SessionDescription.parse(offer),
+            local_address=policy.address,
+            local_port=self.port,
+            supported=supported,
+            session_id=self.session_id,
+            session_version=session_version,
+            single_codec=policy.single_codec,
+            ptime=policy.ptime,
+            username=policy.username,
+        )
+        check_media_address(media, policy.address)
         return answer.serialize(), media
 
     def _start(self, media: NegotiatedMedia) -> MediaStream:

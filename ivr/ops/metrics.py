@@ -275,12 +275,7 @@ class IvrMetrics:
         sources, sources over their rate, INVITEs that failed digest authentication): no call record shows them."""
 
         def produce() -> Iterator[Metric]:
-            family = CounterMetricFamily(
-                "ivr_sip_refused", "SIP messages refused before a call exists, by reason.", labels=["reason"]
-            )
-            for reason, value in sorted(counts().items()):
-                family.add_metric([reason], value)
-            yield family
+            yield _by_reason("ivr_sip_refused", "SIP messages refused before a call exists, by reason.", counts())
 
         self._watch("sip_refusals", produce)
 
@@ -289,12 +284,7 @@ class IvrMetrics:
         reading) and the connections open now."""
 
         def produce() -> Iterator[Metric]:
-            family = CounterMetricFamily(
-                "ivr_sip_tcp_closed", "SIP TCP connections the daemon closed, by reason.", labels=["reason"]
-            )
-            for reason, value in sorted(closed().items()):
-                family.add_metric([reason], value)
-            yield family
+            yield _by_reason("ivr_sip_tcp_closed", "SIP TCP connections the daemon closed, by reason.", closed())
             yield GaugeMetricFamily("ivr_sip_tcp_connections", "SIP TCP connections open now.", value=open_now())
 
         self._watch("sip_tcp", produce)
@@ -372,3 +362,11 @@ class EventLoopLagMonitor:
                 self.max_lag = lag
             if self._observe is not None:
                 self._observe(lag)
+
+
+def _by_reason(name: str, documentation: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter family labelled by reason, from counts another part keeps (read at scrape time)."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, value in sorted(counts.items()):
+        family.add_metric([reason], value)
+    return family

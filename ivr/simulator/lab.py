@@ -221,21 +221,10 @@ class IvrLab:
         :class:`StepFailed` if the call is not answered."""
         server = self._require_server()
         route = self.route(dialled)
-        start = at or dt.datetime.now(dt.UTC)
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=ZoneInfo(route.engine.tree.root.flow.timezone))
-        self._clock = loop_wall_clock(start)
-        self._http.current = FixtureHttpClient(http or {})
-        self._sink = []
         sim = SimCaller(socket_factory=self._factory, transfer_result=queue_status, clock=server.clock)
-        await sim.start()
         for queue_endpoint in self.queue_endpoints:
             queue_endpoint.answer = queue_status
-        call = SimulatedCall(sim, self._catalogs[route.path], codec=codec, timeout=timeout)
-        call.trace = self._sink
-        call._server = server
-        call._lab = self
-        call._bridged_from = [len(q.calls) for q in self.queue_endpoints]
+        call = await self._simulated_call(sim, route, at=at, http=http, codec=codec, timeout=timeout)
         host, port = server.config.sip.host, server.config.sip.port
         try:
             await sim.dial(f"sip:{dialled}@{host}:{port}", caller, codecs=(codec,))
@@ -262,20 +251,9 @@ class IvrLab:
         ``variables``. Returns how the call turned out and the phone's side of it (driven like :meth:`call`'s)."""
         server = self._require_server()
         route = self.route(flow_number or number)
-        start = at or dt.datetime.now(dt.UTC)
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=ZoneInfo(route.engine.tree.root.flow.timezone))
-        self._clock = loop_wall_clock(start)
-        self._http.current = FixtureHttpClient(http or {})
-        self._sink = []
         phone = SimCaller(socket_factory=self._factory, clock=server.clock)
         phone.answers = answer
-        await phone.start()
-        call = SimulatedCall(phone, self._catalogs[route.path], codec=codec, timeout=timeout)
-        call.trace = self._sink
-        call._server = server
-        call._lab = self
-        call._bridged_from = [len(q.calls) for q in self.queue_endpoints]
+        call = await self._simulated_call(phone, route, at=at, http=http, codec=codec, timeout=timeout)
         host, port = phone.sip_address
         placed = server.place_call(f"sip:{number}@{host}:{port}", flow=route, caller_id=caller_id,
                                    variables=dict(variables or {}), answer_timeout=timeout)  # fmt: skip
@@ -283,6 +261,33 @@ class IvrLab:
         if outcome.result == "answered":
             await phone.wait_call(timeout)
         return outcome, call
+
+    async def _simulated_call(
+        self,
+        sim: SimCaller,
+        route: FlowRoute,
+        *,
+        at: dt.datetime | None,
+        http: Mapping[str, FixtureResponse | Mapping[str, Any]] | None,
+        codec: str,
+        timeout: float,
+    ) -> SimulatedCall:
+        """What a call needs before it starts, either way: the wall clock ``at`` (naive: in the flow's time zone),
+        the HTTP fixtures, a fresh trace, the simulated phone started, and its :class:`SimulatedCall`."""
+        server = self._require_server()
+        start = at or dt.datetime.now(dt.UTC)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=ZoneInfo(route.engine.tree.root.flow.timezone))
+        self._clock = loop_wall_clock(start)
+        self._http.current = FixtureHttpClient(http or {})
+        self._sink = []
+        await sim.start()
+        call = SimulatedCall(sim, self._catalogs[route.path], codec=codec, timeout=timeout)
+        call.trace = self._sink
+        call._server = server
+        call._lab = self
+        call._bridged_from = [len(q.calls) for q in self.queue_endpoints]
+        return call
 
     def resolve(self, transfer: ObservedTransfer) -> ObservedTransfer:
         """Name the queue a transfer went to (by its URI) and read its data as that queue's headers say."""

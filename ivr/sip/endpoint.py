@@ -590,13 +590,8 @@ class SipEndpoint:
                 if previous is not None and previous.txn.state not in _CLIENT_DONE:
                     self._drop_entry(previous)  # abandoned in flight: no more retransmissions, its answer is stray
                 entry.txn = self._add_client(out.transaction, entry.peer, None, registration=entry)
-            elif isinstance(out, SetTimer):
-                entry.timers.add(out.token)
-                self._set_timer((entry.id, out.token), out.delay)
-            elif isinstance(out, ClearTimer):
-                if out.token in entry.timers:
-                    entry.timers.discard(out.token)
-                    self._clear_timer((entry.id, out.token))
+            elif isinstance(out, SetTimer | ClearTimer):
+                self._entry_timer(entry.id, entry.timers, out)
             else:
                 self._events.append(out)
                 if isinstance(out, Unregistered):
@@ -1136,17 +1131,21 @@ class SipEndpoint:
 
     # ---- internals ----
 
+    def _entry_timer(self, entry_id: int, armed: set[str], action: SetTimer[str] | ClearTimer[str]) -> None:
+        """A transaction's or a registration's timer action, kept in the endpoint's heap under (entry, name)."""
+        if isinstance(action, SetTimer):
+            armed.add(action.token)
+            self._set_timer((entry_id, action.token), action.delay)
+        elif action.token in armed:
+            armed.discard(action.token)
+            self._clear_timer((entry_id, action.token))
+
     def _run(self, entry: _TxnEntry, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self._datagrams.append(Transmit(action.message.to_bytes(), entry.peer))
-            elif isinstance(action, SetTimer):
-                entry.timers.add(action.token)
-                self._set_timer((entry.id, action.token), action.delay)
-            elif isinstance(action, ClearTimer):
-                if action.token in entry.timers:
-                    entry.timers.discard(action.token)
-                    self._clear_timer((entry.id, action.token))
+            elif isinstance(action, SetTimer | ClearTimer):
+                self._entry_timer(entry.id, entry.timers, action)
             elif isinstance(action, Deliver):
                 self._deliver(entry, action.message)
             elif isinstance(action, TimedOut):
